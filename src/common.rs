@@ -1,0 +1,130 @@
+//! Small value types shared by every pipeline stage: packet time and stream direction.
+//!
+//! Invariant: time in apitap is always *network time*, taken from packet timestamps. No stage
+//! below `capture` and `cli` reads a clock; they receive a [`Timestamp`] with each event. That is
+//! what makes a replay of the same capture deterministic.
+
+use std::fmt;
+
+/// A packet timestamp: nanoseconds since the Unix epoch.
+///
+/// pcap files carry microsecond or nanosecond resolution; both convert losslessly.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    pub const ZERO: Timestamp = Timestamp(0);
+
+    pub const fn from_nanos(nanos: u64) -> Self {
+        Timestamp(nanos)
+    }
+
+    /// Builds a timestamp from whole seconds and a sub-second part in nanoseconds.
+    /// Values before the epoch clamp to zero; values past year 2554 saturate.
+    pub fn from_secs_nanos(secs: i64, nanos: u32) -> Self {
+        if secs < 0 {
+            return Timestamp(0);
+        }
+        Timestamp((secs as u64).saturating_mul(1_000_000_000).saturating_add(nanos as u64))
+    }
+
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    pub fn as_secs_f64(self) -> f64 {
+        (self.0 / 1_000_000_000) as f64 + (self.0 % 1_000_000_000) as f64 / 1e9
+    }
+
+    pub const fn secs(self) -> u64 {
+        self.0 / 1_000_000_000
+    }
+
+    /// Time from `earlier` to `self`, zero if `earlier` is later (packets may be slightly out of
+    /// order across merged capture files).
+    pub fn saturating_since(self, earlier: Timestamp) -> Duration {
+        Duration(self.0.saturating_sub(earlier.0))
+    }
+
+    pub fn add(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(d.0))
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:09}", self.0 / 1_000_000_000, self.0 % 1_000_000_000)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A span of network time in nanoseconds.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
+pub struct Duration(u64);
+
+impl Duration {
+    pub const fn from_nanos(n: u64) -> Self {
+        Duration(n)
+    }
+    pub const fn from_secs(s: u64) -> Self {
+        Duration(s * 1_000_000_000)
+    }
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+    pub fn as_secs_f64(self) -> f64 {
+        self.0 as f64 / 1e9
+    }
+}
+
+/// Which way bytes travel once a connection's roles are known.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Direction {
+    /// Client to server: requests.
+    ToServer,
+    /// Server to client: responses.
+    ToClient,
+}
+
+impl Direction {
+    pub fn reverse(self) -> Direction {
+        match self {
+            Direction::ToServer => Direction::ToClient,
+            Direction::ToClient => Direction::ToServer,
+        }
+    }
+    /// 0 for `ToServer`, 1 for `ToClient`: an index into per-direction arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Direction::ToServer => 0,
+            Direction::ToClient => 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_round_trips_seconds_and_nanos() {
+        let t = Timestamp::from_secs_nanos(1_700_000_000, 123_456_789);
+        assert_eq!(t.secs(), 1_700_000_000);
+        assert_eq!(format!("{t}"), "1700000000.123456789");
+        assert!((t.as_secs_f64() - 1_700_000_000.123_456_789).abs() < 1e-6);
+        assert_eq!(Timestamp::from_secs_nanos(-5, 0), Timestamp::ZERO);
+    }
+
+    #[test]
+    fn duration_saturates_when_clock_goes_backwards() {
+        let a = Timestamp::from_secs_nanos(10, 0);
+        let b = Timestamp::from_secs_nanos(9, 0);
+        assert_eq!(b.saturating_since(a), Duration::from_nanos(0));
+        assert_eq!(a.saturating_since(b), Duration::from_secs(1));
+    }
+}
