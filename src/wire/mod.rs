@@ -927,6 +927,15 @@ fn ip_payload(
                     };
                     decap(cfg, stats, ctx, d, end)
                 }
+                // A tunnel header the capture cut: an error, not a plain UDP datagram.
+                None if ctx.missing > 0
+                    && matches!(
+                        dport,
+                        UDP_PORT_VXLAN | UDP_PORT_VXLAN_LINUX | UDP_PORT_GENEVE
+                    ) =>
+                {
+                    fail(stats, ctx, Layer::Tunnel)
+                }
                 None => skip(&mut stats.udp),
             }
         }
