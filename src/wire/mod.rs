@@ -38,7 +38,9 @@ use std::fmt;
 use std::net::IpAddr;
 use tunnel::{Decap, GreError, TunnelKind};
 
-pub use tunnel::{UDP_PORT_GENEVE, UDP_PORT_TEREDO, UDP_PORT_VXLAN, UDP_PORT_VXLAN_LINUX};
+pub use tunnel::{
+    UDP_PORT_GENEVE, UDP_PORT_TEREDO, UDP_PORT_VXLAN, UDP_PORT_VXLAN_GPE, UDP_PORT_VXLAN_LINUX,
+};
 
 /// Decoder limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -665,13 +667,19 @@ fn step(
             0x6558 => go(Next::Ethernet, 0, len),
             0x8847 | 0x8848 => mpls(stats, ctx, data),
             0x8864 => {
-                // PPPoE session: 6-byte header, then the PPP protocol number.
-                let Some([_, _, _, _, _, _, p0, p1]) = data.get(..8) else {
+                // PPPoE session: a 6-byte header, then the PPP protocol number. With protocol
+                // field compression (RFC 1661 §6.5) it is one byte, recognisable as odd.
+                let (Some(&p0), Some(&p1)) = (data.get(6), data.get(7)) else {
                     return fail(stats, ctx, Layer::Vlan);
                 };
-                match u16::from_be_bytes([*p0, *p1]) {
-                    0x0021 => go(Next::Ipv4, 8, len),
-                    0x0057 => go(Next::Ipv6, 8, len),
+                let (proto, hl) = if p0 & 1 == 1 {
+                    (u16::from(p0), 7)
+                } else {
+                    (u16::from_be_bytes([p0, p1]), 8)
+                };
+                match proto {
+                    0x0021 => go(Next::Ipv4, hl, len),
+                    0x0057 => go(Next::Ipv6, hl, len),
                     _ => skip(&mut stats.non_ip),
                 }
             }
@@ -913,11 +921,25 @@ fn ip_payload(
             };
             let body = data.get(8..end).unwrap_or(&[]);
             let (sport, dport) = (udp.source_port(), udp.destination_port());
-            let found = match dport {
-                UDP_PORT_VXLAN | UDP_PORT_VXLAN_LINUX => tunnel::vxlan(body),
-                UDP_PORT_GENEVE => tunnel::geneve(body),
-                _ if sport == UDP_PORT_TEREDO || dport == UDP_PORT_TEREDO => tunnel::teredo(body),
-                _ => None,
+            // Either port may carry the well-known number: encapsulators pick the source port
+            // for entropy, and some (as in Arkime's ERSPAN/VXLAN sample) swap them.
+            let on = |ports: &[u16]| ports.contains(&sport) || ports.contains(&dport);
+            let tunnel_port = on(&[
+                UDP_PORT_VXLAN,
+                UDP_PORT_VXLAN_LINUX,
+                UDP_PORT_VXLAN_GPE,
+                UDP_PORT_GENEVE,
+            ]);
+            let found = if on(&[UDP_PORT_VXLAN, UDP_PORT_VXLAN_LINUX]) {
+                tunnel::vxlan(body)
+            } else if on(&[UDP_PORT_VXLAN_GPE]) {
+                tunnel::vxlan_gpe(body)
+            } else if on(&[UDP_PORT_GENEVE]) {
+                tunnel::geneve(body)
+            } else if on(&[UDP_PORT_TEREDO]) {
+                tunnel::teredo(body)
+            } else {
+                None
             };
             match found {
                 Some(d) => {
@@ -928,14 +950,7 @@ fn ip_payload(
                     decap(cfg, stats, ctx, d, end)
                 }
                 // A tunnel header the capture cut: an error, not a plain UDP datagram.
-                None if ctx.missing > 0
-                    && matches!(
-                        dport,
-                        UDP_PORT_VXLAN | UDP_PORT_VXLAN_LINUX | UDP_PORT_GENEVE
-                    ) =>
-                {
-                    fail(stats, ctx, Layer::Tunnel)
-                }
+                None if ctx.missing > 0 && tunnel_port => fail(stats, ctx, Layer::Tunnel),
                 None => skip(&mut stats.udp),
             }
         }

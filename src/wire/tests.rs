@@ -316,6 +316,10 @@ fn mpls_and_pppoe() {
     let mut pppoe = vec![0x11, 0, 0, 1, 0, 0, 0x00, 0x57];
     pppoe.extend_from_slice(&tcp_v6(REQ));
     assert_v6(&seg(linktype::ETHERNET, eth(0x8864, &pppoe)));
+    // Protocol field compression: a one-byte PPP protocol (suricata-verify bug-4810).
+    let mut pfc = vec![0x11, 0, 0, 1, 0, 0, 0x21];
+    pfc.extend_from_slice(&tcp_v4(REQ));
+    assert_v4(&seg(linktype::ETHERNET, eth(0x8864, &pfc)));
 }
 
 #[test]
@@ -405,6 +409,23 @@ fn vxlan_on_both_ports() {
         }
         assert_eq!((st.tunnel_vxlan, st.udp), (1, 0));
     }
+}
+
+#[test]
+fn vxlan_on_source_port_and_gpe() {
+    // Arkime's ERSPAN sample sends VXLAN from port 4789 to 4790 with the GPE P flag set.
+    let mut vx = vec![0x0C, 0, 0, 0x03, 0, 0, 7, 0];
+    vx.extend_from_slice(&eth(0x0800, &tcp_v4(REQ)));
+    let mut u = Vec::new();
+    u.extend_from_slice(&UDP_PORT_VXLAN.to_be_bytes());
+    u.extend_from_slice(&UDP_PORT_VXLAN_GPE.to_be_bytes());
+    u.extend_from_slice(&((8 + vx.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(&vx);
+    assert_v4(&seg(linktype::RAW, ip4(17, [1, 1, 1, 1], [2, 2, 2, 2], &u)));
+    let mut gpe = vec![0x0C, 0, 0, 0x02, 0, 0, 7, 0];
+    gpe.extend_from_slice(&tcp_v6(REQ));
+    assert_v6(&seg(linktype::RAW, udp4(UDP_PORT_VXLAN_GPE, &gpe)));
 }
 
 #[test]

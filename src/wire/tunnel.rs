@@ -42,6 +42,8 @@ pub enum GreError {
 pub const UDP_PORT_VXLAN: u16 = 4789;
 /// The port Linux used for VXLAN before IANA assigned 4789; still the kernel default.
 pub const UDP_PORT_VXLAN_LINUX: u16 = 8472;
+/// VXLAN Generic Protocol Extension (draft-ietf-nvo3-vxlan-gpe).
+pub const UDP_PORT_VXLAN_GPE: u16 = 4790;
 pub const UDP_PORT_GENEVE: u16 = 6081;
 pub const UDP_PORT_TEREDO: u16 = 3544;
 
@@ -145,6 +147,31 @@ pub fn vxlan(data: &[u8]) -> Option<Decap> {
     Some(Decap {
         header_len: 8,
         next: Next::Ethernet,
+        kind: TunnelKind::Vxlan,
+    })
+}
+
+/// VXLAN-GPE: VXLAN's 8 bytes with a next-protocol byte (1 IPv4, 2 IPv6, 3 Ethernet) valid
+/// when the P flag is set; without it the payload is Ethernet as in plain VXLAN.
+pub fn vxlan_gpe(data: &[u8]) -> Option<Decap> {
+    let flags = *data.first()?;
+    let proto = *data.get(3)?;
+    if data.len() < 8 || flags & 0x08 == 0 {
+        return None;
+    }
+    let next = if flags & 0x04 == 0 {
+        Next::Ethernet
+    } else {
+        match proto {
+            1 => Next::Ipv4,
+            2 => Next::Ipv6,
+            3 => Next::Ethernet,
+            _ => return None,
+        }
+    };
+    Some(Decap {
+        header_len: 8,
+        next,
         kind: TunnelKind::Vxlan,
     })
 }
@@ -262,6 +289,13 @@ mod tests {
         );
         assert_eq!(vxlan(&[0x00, 0, 0, 0, 0, 0, 1, 0]), None);
         assert_eq!(vxlan(&[0x08, 0, 0]), None);
+        let gpe =
+            |flags: u8, proto: u8| vxlan_gpe(&[flags, 0, 0, proto, 0, 0, 1, 0]).map(|d| d.next);
+        assert_eq!(gpe(0x0C, 1), Some(Next::Ipv4));
+        assert_eq!(gpe(0x0C, 2), Some(Next::Ipv6));
+        assert_eq!(gpe(0x0C, 3), Some(Next::Ethernet));
+        assert_eq!(gpe(0x0C, 4), None, "NSH is not opened");
+        assert_eq!(gpe(0x08, 9), Some(Next::Ethernet));
         let g = [0x02, 0, 0x65, 0x58, 0, 0, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8];
         assert_eq!(
             geneve(&g).map(|d| (d.header_len, d.next)),
