@@ -205,7 +205,7 @@ impl FragTable {
         let growth = (end as usize).saturating_sub(dg.data.len());
         if growth > 0
             && self.mem_bytes + growth > self.limits.memcap_bytes
-            && !self.evict_for(growth, &key, stats)
+            && !self.evict_for(growth, Some(&key), stats)
         {
             // Even alone this datagram does not fit: give it up.
             self.remove(&key);
@@ -272,27 +272,18 @@ impl FragTable {
             self.remove(&oldest);
             stats.frag_datagram_limit_drops += 1;
         }
-        let fresh = DATAGRAM_OVERHEAD_BYTES;
-        if self.mem_bytes + fresh > self.limits.memcap_bytes {
-            let placeholder = FragKey {
-                src: IpAddr::from([0, 0, 0, 0]),
-                dst: IpAddr::from([0, 0, 0, 0]),
-                id: 0,
-                proto: 0,
-            };
-            if !self.evict_for(fresh, &placeholder, stats) {
-                stats.frag_memcap_drops += 1;
-                return false;
-            }
+        if !self.evict_for(DATAGRAM_OVERHEAD_BYTES, None, stats) {
+            stats.frag_memcap_drops += 1;
+            return false;
         }
         true
     }
 
     /// Evicts the oldest datagrams other than `keep` until `extra` more bytes fit under the
-    /// memcap. Returns false when they cannot fit even with `keep` alone in the table.
-    fn evict_for(&mut self, extra: usize, keep: &FragKey, stats: &mut DecodeStats) -> bool {
+    /// memcap. Returns false when they cannot fit even with only `keep` left in the table.
+    fn evict_for(&mut self, extra: usize, keep: Option<&FragKey>, stats: &mut DecodeStats) -> bool {
         while self.mem_bytes + extra > self.limits.memcap_bytes {
-            let victim = self.by_age.values().find(|k| *k != keep).copied();
+            let victim = self.by_age.values().find(|k| Some(*k) != keep).copied();
             let Some(victim) = victim else {
                 return false;
             };

@@ -319,17 +319,23 @@ impl Layer {
 /// The next header to decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
+    /// An Ethernet II (or 802.3 + LLC/SNAP) header.
     Ethernet,
+    /// Whatever this EtherType names: VLAN tag, IPv4, IPv6, MPLS, PPPoE, bridged Ethernet.
     EtherType(u16),
     /// IPv4 or IPv6, told apart by the version nibble (raw IP link types).
     IpGuess,
+    /// An IPv4 header.
     Ipv4,
+    /// An IPv6 header.
     Ipv6,
     /// IPv6 extension headers, starting with this protocol number.
     Ipv6Ext(u8),
     /// The payload of an IP header (or of its last extension header).
     IpPayload(u8),
+    /// A radiotap header, then an 802.11 frame.
     Radiotap,
+    /// An 802.11 frame.
     Ieee80211,
 }
 
@@ -515,7 +521,7 @@ impl Decoder {
             }
         };
         let mut buf = Buf::Packet;
-        let mut result = Walked::Error;
+        let mut result = None;
         for _ in 0..MAX_LAYERS {
             let bytes: &[u8] = match buf {
                 Buf::Packet => pkt.data,
@@ -558,15 +564,20 @@ impl Decoder {
                     if t.truncated {
                         ctx.saw_truncation = true;
                     }
-                    result = Walked::Tcp(t);
+                    result = Some(Walked::Tcp(t));
                     break;
                 }
                 Step::Done(other) => {
-                    result = other;
+                    result = Some(other);
                     break;
                 }
             }
         }
+        // Only a packet that nests past every bound ends here; it still lands in one counter.
+        let result = result.unwrap_or_else(|| {
+            stats.tunnel_errors += 1;
+            Walked::Error
+        });
         if ctx.saw_truncation {
             stats.truncated += 1;
         }
