@@ -4,5 +4,7 @@
 //! `capture → wire → flow (+ TCP reassembly) → http → transaction → cli`.
 //! See ARCHITECTURE.md for the code map and its invariants.
 
+pub mod capture;
 pub mod common;
 pub mod transaction;
+pub mod wire;
