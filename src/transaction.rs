@@ -240,7 +240,7 @@ impl Transaction {
     }
 
     pub fn has_flag(&self, name: &str) -> bool {
-        self.flags.iter().any(|f| *f == name)
+        self.flags.contains(&name)
     }
 }
 
