@@ -98,12 +98,13 @@ pub enum IpSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TcpOptions {
     None,
-    /// MSS, SACK permitted, timestamps, NOP, window scale: 20 bytes.
+    /// With timestamps, Linux's layout: MSS, SACK permitted, timestamps, NOP, window scale
+    /// (20 bytes). Without: MSS, NOP, window scale, NOP, NOP, SACK permitted (12 bytes), as
+    /// Windows sends.
     Syn {
         mss: u16,
         wscale: u8,
-        tsval: u32,
-        tsecr: u32,
+        timestamps: Option<(u32, u32)>,
     },
     /// NOP, NOP, timestamps: 12 bytes.
     Timestamps {
@@ -116,7 +117,13 @@ impl TcpOptions {
     fn len(self) -> usize {
         match self {
             TcpOptions::None => 0,
-            TcpOptions::Syn { .. } => 20,
+            TcpOptions::Syn { timestamps, .. } => {
+                if timestamps.is_some() {
+                    20
+                } else {
+                    12
+                }
+            }
             TcpOptions::Timestamps { .. } => 12,
         }
     }
@@ -297,8 +304,7 @@ pub fn build_tcp_frame(
         TcpOptions::Syn {
             mss,
             wscale,
-            tsval,
-            tsecr,
+            timestamps: Some((tsval, tsecr)),
         } => {
             out.extend_from_slice(&[2, 4]);
             put_u16(out, mss);
@@ -306,6 +312,15 @@ pub fn build_tcp_frame(
             put_u32(out, tsval);
             put_u32(out, tsecr);
             out.extend_from_slice(&[1, 3, 3, wscale]);
+        }
+        TcpOptions::Syn {
+            mss,
+            wscale,
+            timestamps: None,
+        } => {
+            out.extend_from_slice(&[2, 4]);
+            put_u16(out, mss);
+            out.extend_from_slice(&[1, 3, 3, wscale, 1, 1, 4, 2]);
         }
         TcpOptions::Timestamps { tsval, tsecr } => {
             out.extend_from_slice(&[1, 1, 8, 10]);
@@ -564,12 +579,21 @@ mod tests {
                 TcpOptions::Syn {
                     mss: 1440,
                     wscale: 7,
-                    tsval: 9,
-                    tsecr: 0,
+                    timestamps: Some((9, 0)),
                 },
                 0,
             ),
             (VlanTags::Single(4094), v6(true), TcpOptions::None, 999),
+            (
+                VlanTags::None,
+                v4(),
+                TcpOptions::Syn {
+                    mss: 1460,
+                    wscale: 8,
+                    timestamps: None,
+                },
+                0,
+            ),
             (
                 VlanTags::None,
                 v6(true),

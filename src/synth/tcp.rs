@@ -289,6 +289,8 @@ pub struct TcpConversation {
     order: u32,
     groups: u32,
     packets_built: u32,
+    /// Stream offset and time of each segment of the last `send`, for [`Self::sent_at`].
+    last_send: (Direction, Vec<(u64, Timestamp)>),
 }
 
 impl TcpConversation {
@@ -309,6 +311,7 @@ impl TcpConversation {
             order: 0,
             groups: 0,
             packets_built: 0,
+            last_send: (Direction::ToServer, Vec::new()),
             cfg,
         }
     }
@@ -324,6 +327,16 @@ impl TcpConversation {
 
     pub fn now(&self) -> Timestamp {
         self.now
+    }
+
+    /// When the segment holding stream offset `off` of the last `send` in `dir` went out.
+    pub fn sent_at(&self, dir: Direction, off: u64) -> Option<Timestamp> {
+        if self.last_send.0 != dir {
+            return None;
+        }
+        let v = &self.last_send.1;
+        let i = v.partition_point(|(o, _)| *o <= off);
+        v.get(i.checked_sub(1)?).map(|(_, t)| *t)
     }
 
     /// Lets time pass with nothing sent.
@@ -414,24 +427,23 @@ impl TcpConversation {
                     && self.packets_built % self.cfg.ipv6_ext_every == 0,
             },
         };
-        let options = if !self.cfg.tcp_timestamps {
-            TcpOptions::None
-        } else if flags & TCP_SYN != 0 {
-            TcpOptions::Syn {
+        let tsecr = if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 {
+            0
+        } else {
+            self.tsval(dir.reverse(), ts)
+        };
+        let stamps = self
+            .cfg
+            .tcp_timestamps
+            .then(|| (self.tsval(dir, ts), tsecr));
+        let options = match (flags & TCP_SYN != 0, stamps) {
+            (true, timestamps) => TcpOptions::Syn {
                 mss: self.cfg.mss,
                 wscale: 7,
-                tsval: self.tsval(dir, ts),
-                tsecr: if flags & TCP_ACK != 0 {
-                    self.tsval(dir.reverse(), ts)
-                } else {
-                    0
-                },
-            }
-        } else {
-            TcpOptions::Timestamps {
-                tsval: self.tsval(dir, ts),
-                tsecr: self.tsval(dir.reverse(), ts),
-            }
+                timestamps,
+            },
+            (false, Some((tsval, tsecr))) => TcpOptions::Timestamps { tsval, tsecr },
+            (false, None) => TcpOptions::None,
         };
         let tcp = TcpSpec {
             src_port: src.port(),
@@ -559,6 +571,8 @@ impl TcpConversation {
         let mut prev: Option<(usize, usize, usize)> = None;
         let mut off = 0usize;
         let mut k = 0usize;
+        self.last_send.0 = dir;
+        self.last_send.1.clear();
         while off < data.len() {
             let end = (off + mss).min(data.len());
             let last = end == data.len();
@@ -568,6 +582,7 @@ impl TcpConversation {
                 }
             }
             let seg_ts = t;
+            self.last_send.1.push((base + off as u64, seg_ts));
             let seq = self.seq_at(dir, base + off as u64);
             let ack = self.ack_for(dir, peer_bytes);
             let flags = if last { TCP_ACK | TCP_PSH } else { TCP_ACK };
@@ -922,10 +937,13 @@ mod tests {
         payload: Vec<u8>,
     }
 
+    /// One IPv4 fragment: (offset, IP payload, more fragments, link and IP header).
+    type Frag = (usize, Vec<u8>, bool, Vec<u8>);
+
     /// Parses frames with etherparse, joining IPv4 fragments by their id first.
     fn parse(cap: &ConversationCapture, cfg: &TcpConfig) -> Vec<Seg> {
         let mut out = Vec::new();
-        let mut frags: BTreeMap<u16, Vec<(usize, Vec<u8>, bool, Vec<u8>)>> = BTreeMap::new();
+        let mut frags: BTreeMap<u16, Vec<Frag>> = BTreeMap::new();
         for p in &cap.packets {
             assert!(p.data.len() as u32 <= p.orig_len);
             let ip_off = 14 + cfg.vlans.len();
