@@ -133,9 +133,9 @@ pub struct GeneratedConn {
     pub ranges: Vec<[(u64, u64); 2]>,
 }
 
-/// Compressed bodies for cacheable catalogue pages are memoised: with a fixed set of pages the
-/// benchmark would otherwise spend most of its time in deflate. Beyond this many entries bodies
-/// are compressed afresh.
+/// Catalogue pages (and their gzip encodings) are memoised: with a fixed set of pages the
+/// benchmark would otherwise spend most of its time formatting JSON and in deflate. Beyond this
+/// many entries per cache, bodies are built afresh (same bytes, only slower).
 const MAX_GZIP_CACHE_ENTRIES: usize = 512;
 
 /// Generates connections of one scenario.
@@ -144,6 +144,9 @@ pub struct ApiModel {
     users: u32,
     seed: Rng,
     gzip_cache: HashMap<(u8, u32), Rc<Vec<u8>>>,
+    catalog_cache: HashMap<(u8, u32), Rc<Vec<u8>>>,
+    /// The last formatted Date header and its second: most responses share one.
+    date_cache: (u64, String),
     /// Gzip encodings served from the cache.
     pub gzip_cache_hits: u64,
     /// Apply the scenario's capture impairments (on by default). Turning them off yields the
@@ -166,8 +169,8 @@ enum Framing {
 struct Resp {
     status: u16,
     headers: Vec<(&'static str, String)>,
-    /// The decoded body (before gzip).
-    body: Vec<u8>,
+    /// The decoded body (before gzip), shared with the catalogue cache.
+    body: Rc<Vec<u8>>,
     content_type: &'static str,
     framing: Framing,
     gzip: Option<Rc<Vec<u8>>>,
@@ -180,7 +183,7 @@ impl Resp {
         Resp {
             status,
             headers: Vec::new(),
-            body: Vec::new(),
+            body: Rc::default(),
             content_type: "application/json",
             framing: Framing::Length,
             gzip: None,
@@ -191,7 +194,7 @@ impl Resp {
 
     fn json(status: u16, body: String) -> Resp {
         let mut r = Resp::new(status);
-        r.body = body.into_bytes();
+        r.body = Rc::new(body.into_bytes());
         r
     }
 }
@@ -477,6 +480,8 @@ impl ApiModel {
             users: users.max(1),
             seed: Rng::new(seed),
             gzip_cache: HashMap::new(),
+            catalog_cache: HashMap::new(),
+            date_cache: (u64::MAX, String::new()),
             gzip_cache_hits: 0,
             impairments: true,
         }
@@ -557,6 +562,27 @@ impl ApiModel {
             auth,
             accepts_gzip: r.chance(0.8),
         }
+    }
+
+    fn date(&mut self, secs: u64) -> String {
+        if self.date_cache.0 != secs {
+            self.date_cache = (secs, http_date(secs));
+        }
+        self.date_cache.1.clone()
+    }
+
+    /// A catalogue body (product page, search result), built once per key: the catalogue is
+    /// the same for every client, and formatting dozens of products per request would
+    /// dominate the benchmark.
+    fn catalog(&mut self, key: (u8, u32), build: impl FnOnce() -> String) -> Rc<Vec<u8>> {
+        if let Some(v) = self.catalog_cache.get(&key) {
+            return Rc::clone(v);
+        }
+        let v = Rc::new(build().into_bytes());
+        if self.catalog_cache.len() < MAX_GZIP_CACHE_ENTRIES {
+            self.catalog_cache.insert(key, Rc::clone(&v));
+        }
+        v
     }
 
     /// A compressed catalogue body, from the cache when possible.
@@ -652,7 +678,7 @@ impl ApiModel {
         let (method, uri, route, mut resp): (&'static str, String, &'static str, Resp) = match ep {
             0 => ("GET", "/health".into(), "/health", {
                 let mut rs = Resp::new(200);
-                rs.body = br#"{"status":"ok"}"#.to_vec();
+                rs.body = Rc::new(br#"{"status":"ok"}"#.to_vec());
                 rs
             }),
             1 => {
@@ -800,19 +826,23 @@ impl ApiModel {
                     rs.headers.push(("ETag", etag));
                     rs
                 } else {
-                    let mut js = format!(
-                        r#"{{"category":"{cat}","page":{page},"page_size":{size},"total":{},"items":["#,
-                        400 + ci * 37
-                    );
-                    let n: u32 = if size == "50" { 50 } else { 20 };
-                    for i in 0..n {
-                        if i > 0 {
-                            js.push(',');
+                    let body = self.catalog((7, key), || {
+                        let mut js = format!(
+                            r#"{{"category":"{cat}","page":{page},"page_size":{size},"total":{},"items":["#,
+                            400 + ci * 37
+                        );
+                        let n: u32 = if size == "50" { 50 } else { 20 };
+                        for i in 0..n {
+                            if i > 0 {
+                                js.push(',');
+                            }
+                            product_json(&mut js, (ci as u32) * 1000 + page * n + i);
                         }
-                        product_json(&mut js, (ci as u32) * 1000 + page * n + i);
-                    }
-                    js.push_str("]}");
-                    let mut rs = Resp::json(200, js);
+                        js.push_str("]}");
+                        js
+                    });
+                    let mut rs = Resp::new(200);
+                    rs.body = body;
                     rs.headers.push(("ETag", etag));
                     rs.headers.push(("Cache-Control", "max-age=60".into()));
                     if c.accepts_gzip {
@@ -889,18 +919,22 @@ impl ApiModel {
             12 => {
                 let qi = r.below(SEARCHES.len() as u64) as u32;
                 let q = SEARCHES.get(qi as usize).copied().unwrap_or("tent");
-                let mut js = format!(
-                    r#"{{"query":"{}","results":["#,
-                    q.replace("%20", " ").replace('+', " ")
-                );
-                for i in 0..10u32 {
-                    if i > 0 {
-                        js.push(',');
+                let body = self.catalog((12, qi), || {
+                    let mut js = format!(
+                        r#"{{"query":"{}","results":["#,
+                        q.replace("%20", " ").replace('+', " ")
+                    );
+                    for i in 0..10u32 {
+                        if i > 0 {
+                            js.push(',');
+                        }
+                        product_json(&mut js, 7_000 + qi * 10 + i);
                     }
-                    product_json(&mut js, 7_000 + qi * 10 + i);
-                }
-                js.push_str("]}");
-                let mut rs = Resp::json(200, js);
+                    js.push_str("]}");
+                    js
+                });
+                let mut rs = Resp::new(200);
+                rs.body = body;
                 rs.framing = Framing::Chunked {
                     trailer: r.chance(0.6),
                 };
@@ -1062,8 +1096,8 @@ impl ApiModel {
         );
         let no_body = matches!(resp.status, 100..=199 | 204 | 304);
         let wire: &[u8] = match &resp.gzip {
-            Some(g) => g,
-            None => &resp.body,
+            Some(g) => g.as_slice(),
+            None => resp.body.as_slice(),
         };
         if !no_body && !resp.content_type.is_empty() {
             let _ = write!(h, "Content-Type: {}\r\n", resp.content_type);
@@ -1255,7 +1289,7 @@ impl ApiModel {
         if health {
             let req = b"GET /health HTTP/1.0\r\nUser-Agent: lb-healthcheck/1.0\r\n\r\n";
             let mut resp = Resp::new(200);
-            resp.body = b"ok".to_vec();
+            resp.body = Rc::new(b"ok".to_vec());
             resp.content_type = "text/plain";
             resp.framing = Framing::Close;
             resp.http10 = true;
@@ -1264,7 +1298,7 @@ impl ApiModel {
                 &resp,
                 false,
                 true,
-                &http_date(ts.secs()),
+                &self.date(ts.secs()),
                 server_name,
                 &mut r,
             );
@@ -1358,7 +1392,7 @@ impl ApiModel {
             let mut resp_bytes: Vec<(Vec<u8>, u64)> = Vec::with_capacity(batch);
             for (k, t) in plans.iter().skip(idx).take(batch).enumerate() {
                 let close = last_batch && k + 1 == batch && close_by_server;
-                let date = http_date(conv.now().secs());
+                let date = self.date(conv.now().secs());
                 resp_bytes.push(Self::render(
                     &t.resp,
                     t.method == "HEAD",
@@ -1508,5 +1542,58 @@ impl PendingTruth {
             impairments: kinds.names(),
             ts: self.ts.as_secs_f64(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates_match_known_instants() {
+        for (secs, want) in [
+            (0, "Thu, 01 Jan 1970 00:00:00 GMT"),
+            (784_111_777, "Sun, 06 Nov 1994 08:49:37 GMT"),
+            (951_782_400, "Tue, 29 Feb 2000 00:00:00 GMT"),
+            (1_767_603_600, "Mon, 05 Jan 2026 09:00:00 GMT"),
+        ] {
+            assert_eq!(http_date(secs), want);
+        }
+    }
+
+    #[test]
+    fn base64url_matches_rfc4648_vectors_without_padding() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg"),
+            ("fo", "Zm8"),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg"),
+            ("fooba", "Zm9vYmE"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64url(input.as_bytes()), want);
+        }
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn jwt_claims_decode_to_subject_and_roles() {
+        let m = ApiModel::new(Scenario::Basic, 1, 1000);
+        let t = m.jwt(97, true, 1_767_603_600);
+        let parts: Vec<&str> = t.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0], base64url(br#"{"alg":"HS256","typ":"JWT"}"#));
+        let payload = r#"{"sub":"user-97","roles":["customer","admin"],"iss":"https://auth.shop.example","iat":1767603600,"exp":1767607200}"#;
+        assert_eq!(parts[1], base64url(payload.as_bytes()));
+        assert_eq!(parts[2].len(), 43, "a 32-byte signature");
+    }
+
+    #[test]
+    fn scenario_names_round_trip() {
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::from_name(s.name()), Some(s));
+        }
+        assert_eq!(Scenario::from_name("nope"), None);
     }
 }

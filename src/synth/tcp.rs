@@ -116,7 +116,7 @@ impl ImpairSet {
 }
 
 /// Capture impairments for one conversation. Probabilities apply per data segment.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Impairments {
     /// Probability a data segment never reaches the capture (its ACK still does).
     pub loss: f64,
@@ -588,7 +588,7 @@ impl TcpConversation {
             let flags = if last { TCP_ACK | TCP_PSH } else { TCP_ACK };
             let range = (base + off as u64, base + end as u64);
             let chunk = &data[off..end];
-            let imp = self.cfg.impair.clone();
+            let imp = self.cfg.impair;
             let mut tags = ImpairSet::default();
             if self.rng.chance(imp.loss) {
                 self.events.push(ImpairEvent {
