@@ -360,8 +360,8 @@ pub enum Encap {
 }
 
 /// Wraps `inner` (a full Ethernet frame) in `encap`, writing the result into `out` (cleared).
-/// `flow_hash` picks the VXLAN UDP source port (as switches do, for ECMP entropy), `seq` is the
-/// GRE sequence number and ERSPAN index, `ip_id` the outer IPv4 identification.
+/// `flow_hash` picks the VXLAN UDP source port (as switches do, for ECMP entropy); `seq` is the
+/// GRE sequence number, the ERSPAN index and (its low 16 bits) the outer IPv4 identification.
 pub fn encapsulate(out: &mut Vec<u8>, inner: &[u8], encap: &Encap, flow_hash: u16, seq: u32) {
     out.clear();
     match *encap {
