@@ -1,0 +1,1093 @@
+//! The per-connection HTTP/1.x state machine: one [`HttpConn`] per TCP connection, fed the
+//! reassembled bytes of each direction, emitting finished [`Transaction`]s.
+//!
+//! Each direction has a `Half` that is either reading a head, a body, holding client bytes back
+//! until the server decides about a tunnel, or counting tunnel bytes. The connection owns a FIFO
+//! queue of `Entry`s (one per request, plus one per response that had no request) in wire order of
+//! requests; responses are paired with the oldest request still waiting.
+//!
+//! Invariants:
+//! - Transactions leave in queue order, and only from the front: an entry leaves when its request
+//!   is complete and its response is complete or can never come (or at `finish`). Depth is the
+//!   1-based emission position, so output is deterministic.
+//! - A response never answers a request that started after it.
+//! - Buffers are bounded: a head by `max_header_bytes`, a held-back tunnel start by
+//!   `max_tunnel_wait_bytes`, the queue by `max_pending_requests` waiting requests (plus at most
+//!   one in-progress response entry), interim codes by `max_interim_responses`.
+//! - Every anomaly raised is both counted in `HttpStats` and named in the transaction's flags.
+
+use super::anomaly::HttpAnomaly;
+use super::body::{BodySink, Framing, GapOutcome, Progress, TransferDecoder};
+use super::parser::{
+    self, is_blank_line, parse_head, parse_head_lenient, Coding, ContentLength, Head, Parse,
+    StartLine,
+};
+use super::{HttpConfig, HttpStats};
+use crate::common::{Direction, Timestamp};
+use crate::transaction::{Body, ConnInfo, Headers, HttpVersion, Request, Response, Transaction};
+use std::collections::VecDeque;
+
+/// Flag for transactions that lost bytes or were cut short.
+pub const FLAG_PARTIAL: &str = "partial";
+/// Flag for transactions touched by a gap in the client stream.
+pub const FLAG_REQUEST_GAP: &str = "request_gap";
+/// Flag for transactions touched by a gap in the server stream.
+pub const FLAG_RESPONSE_GAP: &str = "response_gap";
+/// Flag for a body whose content went past `body_limit_bytes`.
+pub const FLAG_BODY_TRUNCATED: &str = "body_truncated";
+/// Flag for the transaction that switched the connection into a tunnel.
+pub const FLAG_TUNNEL: &str = "tunnel";
+
+/// Whether a pending entry's response has been seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RespState {
+    /// No response head yet.
+    Waiting,
+    /// Head seen, body in progress.
+    InProgress,
+    Done,
+    /// No response will come (server closed, lost in a gap, evicted).
+    Never,
+}
+
+/// One transaction being assembled.
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    request: Option<Request>,
+    response: Option<Response>,
+    flags: Vec<&'static str>,
+    req_done: bool,
+    resp: RespState,
+    /// The request was HEAD: its response has no body.
+    head_method: bool,
+    /// The request was CONNECT: a 2xx response starts a tunnel.
+    connect: bool,
+    /// The request asked for a protocol upgrade.
+    upgrade: bool,
+    /// HTTP/0.9 simple request: the response is a bare body until close.
+    simple: bool,
+}
+
+impl Entry {
+    fn flag(&mut self, name: &'static str) {
+        if !self.flags.contains(&name) {
+            self.flags.push(name);
+        }
+    }
+}
+
+/// A body being read, and which entry it belongs to.
+struct BodyInProgress {
+    entry: u64,
+    td: TransferDecoder,
+    sink: BodySink,
+}
+
+enum State {
+    /// Reading a head (or looking for one).
+    Head,
+    /// Reading a body.
+    Body(Box<BodyInProgress>),
+    /// Client side after a CONNECT/Upgrade request: bytes are held in `buf` until the response
+    /// says whether a tunnel starts. `since` is when holding began.
+    AwaitTunnel { since: Timestamp },
+    /// Inside a tunnel: bytes are counted only.
+    Tunnel,
+}
+
+/// One direction of the connection.
+struct Half {
+    dir: Direction,
+    state: State,
+    /// The head read so far: start line and complete field lines, then a partial line.
+    /// Never longer than `max_header_bytes` (or `max_tunnel_wait_bytes` in `AwaitTunnel`).
+    buf: Vec<u8>,
+    /// Offset in `buf` of the line being read.
+    line_start: usize,
+    /// `buf` starts with an accepted start line.
+    have_start: bool,
+    /// Time of the first byte in `buf`.
+    head_ts: Timestamp,
+    /// Skipping the rest of a line that was too long to hold.
+    discard_line: bool,
+    /// Framing was lost (gap, junk, oversize): only a full start line ends the search, and the
+    /// skipped lines are not flagged one by one.
+    resyncing: bool,
+    /// Responses may have been lost since the last pairing (server side only).
+    uncertain: bool,
+    /// Flags for the next message of this direction.
+    flags: Vec<&'static str>,
+    /// Interim codes seen since the last final response (server side only).
+    interim: Vec<u16>,
+    /// The sender closed.
+    closed: bool,
+}
+
+impl Half {
+    fn new(dir: Direction) -> Self {
+        Half {
+            dir,
+            state: State::Head,
+            buf: Vec::new(),
+            line_start: 0,
+            have_start: false,
+            head_ts: Timestamp::ZERO,
+            discard_line: false,
+            resyncing: false,
+            uncertain: false,
+            flags: Vec::new(),
+            interim: Vec::new(),
+            closed: false,
+        }
+    }
+
+    fn is_request(&self) -> bool {
+        self.dir == Direction::ToServer
+    }
+
+    fn gap_flag(&self) -> &'static str {
+        match self.dir {
+            Direction::ToServer => FLAG_REQUEST_GAP,
+            Direction::ToClient => FLAG_RESPONSE_GAP,
+        }
+    }
+
+    fn clear_head(&mut self) {
+        self.buf.clear();
+        self.line_start = 0;
+        self.have_start = false;
+    }
+
+    fn next_flag(&mut self, name: &'static str) {
+        if !self.flags.contains(&name) {
+            self.flags.push(name);
+        }
+    }
+
+    /// Framing is lost: look for the next message start.
+    fn enter_resync(&mut self, stats: &mut HttpStats) {
+        if !self.resyncing {
+            stats.resyncs += 1;
+        }
+        self.resyncing = true;
+        if self.dir == Direction::ToClient {
+            self.uncertain = true;
+        }
+    }
+}
+
+/// Records an anomaly on a flag list and counts it.
+fn raise(flags: &mut Vec<&'static str>, stats: &mut HttpStats, a: HttpAnomaly) {
+    if let Some(c) = stats.anomalies.get_mut(a.index()) {
+        *c += 1;
+    }
+    let name = a.name();
+    if !flags.contains(&name) {
+        flags.push(name);
+    }
+}
+
+/// The HTTP state of one TCP connection. Cheap to create: nothing is allocated until bytes come.
+pub struct HttpConn {
+    halves: [Half; 2],
+    queue: VecDeque<Entry>,
+    next_id: u64,
+    emitted: u32,
+    tunnel: bool,
+}
+
+impl Default for HttpConn {
+    fn default() -> Self {
+        HttpConn::new()
+    }
+}
+
+impl HttpConn {
+    pub fn new() -> HttpConn {
+        HttpConn {
+            halves: [
+                Half::new(Direction::ToServer),
+                Half::new(Direction::ToClient),
+            ],
+            queue: VecDeque::new(),
+            next_id: 0,
+            emitted: 0,
+            tunnel: false,
+        }
+    }
+
+    /// After CONNECT 2xx or 101 Switching Protocols: the rest is not HTTP, and the caller may stop
+    /// feeding bytes (they would only be counted).
+    pub fn in_tunnel(&self) -> bool {
+        self.tunnel
+    }
+
+    fn half(&mut self, dir: Direction) -> &mut Half {
+        match dir {
+            Direction::ToServer => &mut self.halves[0],
+            Direction::ToClient => &mut self.halves[1],
+        }
+    }
+
+    fn entry(&mut self, id: u64) -> Option<&mut Entry> {
+        self.queue.iter_mut().find(|e| e.id == id)
+    }
+
+    fn new_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Bytes of one direction, in stream order.
+    pub fn on_data(
+        &mut self,
+        dir: Direction,
+        data: &[u8],
+        ts: Timestamp,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+        out: &mut Vec<Transaction>,
+    ) {
+        self.feed(dir, data, ts, cfg, stats);
+        self.drain(out, stats, false);
+    }
+
+    /// Attaches an outside anomaly (e.g. a TCP overlap mismatch) to the message in progress in
+    /// that direction, or to the next one.
+    pub fn on_flag(&mut self, dir: Direction, flag: &'static str) {
+        let current = match (&self.half(dir).state, dir) {
+            (State::Body(b), _) => Some(b.entry),
+            _ => None,
+        };
+        match current.and_then(|id| self.entry(id)) {
+            Some(e) => e.flag(flag),
+            None => self.half(dir).next_flag(flag),
+        }
+    }
+
+    fn feed(
+        &mut self,
+        dir: Direction,
+        data: &[u8],
+        ts: Timestamp,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+    ) {
+        let mut rest = data;
+        while !rest.is_empty() {
+            let half = self.half(dir);
+            match &mut half.state {
+                State::Tunnel => {
+                    stats.tunnel_bytes = stats.tunnel_bytes.saturating_add(rest.len() as u64);
+                    return;
+                }
+                State::AwaitTunnel { .. } => {
+                    if half.buf.len().saturating_add(rest.len()) <= cfg.max_tunnel_wait_bytes {
+                        half.buf.extend_from_slice(rest);
+                        return;
+                    }
+                    // Waited long enough: treat what was held as ordinary HTTP.
+                    self.release_held(dir, cfg, stats);
+                }
+                State::Body(b) => {
+                    let mut anomalies = Vec::new();
+                    let (n, progress) = b.td.feed(rest, cfg, &mut b.sink, &mut anomalies);
+                    anomalies.extend(b.sink.take_anomalies());
+                    let id = b.entry;
+                    rest = rest.get(n..).unwrap_or(&[]);
+                    if let Some(e) = self.entry(id) {
+                        for a in anomalies {
+                            raise(&mut e.flags, stats, a);
+                        }
+                    }
+                    match progress {
+                        Progress::NeedMore => {}
+                        Progress::Done => self.end_body(dir, ts, true, cfg, stats),
+                        Progress::Lost => {
+                            self.end_body(dir, ts, false, cfg, stats);
+                            self.half(dir).enter_resync(stats);
+                        }
+                    }
+                }
+                State::Head => {
+                    let n = self.feed_head(dir, rest, ts, cfg, stats);
+                    rest = rest.get(n..).unwrap_or(&[]);
+                }
+            }
+        }
+    }
+
+    /// Consumes bytes in the `Head` state, up to and including one line end. Returns how many
+    /// bytes were consumed (at least one unless the state changed).
+    fn feed_head(
+        &mut self,
+        dir: Direction,
+        input: &[u8],
+        ts: Timestamp,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+    ) -> usize {
+        let simple_front = dir == Direction::ToClient
+            && !self.halves[1].have_start
+            && !self.halves[1].discard_line
+            && self
+                .queue
+                .iter()
+                .find(|e| e.resp == RespState::Waiting)
+                .is_some_and(|e| e.simple);
+        let half = self.half(dir);
+        let nl = memchr::memchr(b'\n', input);
+        let take = nl.map_or(input.len(), |i| i + 1);
+        if half.discard_line {
+            stats.junk_bytes = stats.junk_bytes.saturating_add(take as u64);
+            if nl.is_some() {
+                half.discard_line = false;
+            }
+            return take;
+        }
+        if half.buf.is_empty() {
+            half.head_ts = ts;
+        }
+        if half.buf.len().saturating_add(take) > cfg.max_header_bytes {
+            self.oversize_head(dir, ts, cfg, stats);
+            return 0;
+        }
+        half.buf.extend_from_slice(input.get(..take).unwrap_or(&[]));
+        if simple_front && (half.buf.len() >= 5 || nl.is_some()) {
+            // An HTTP/0.9 request is usually answered by a bare body until close; some servers
+            // send a status line anyway, which the first five bytes tell.
+            let status = half.buf.len() >= 5 && parser::may_start_status_line(&half.buf);
+            if !status {
+                let held = std::mem::take(&mut half.buf);
+                let ts0 = half.head_ts;
+                half.clear_head();
+                self.start_simple_response(ts0, cfg, stats);
+                self.feed(dir, &held, ts, cfg, stats);
+                return take;
+            }
+        }
+        if nl.is_none() {
+            return take;
+        }
+        let line = half.buf.get(half.line_start..).unwrap_or(&[]);
+        if !half.have_start {
+            if is_blank_line(line) {
+                // Blank lines between messages are tolerated (RFC 9112 §2.2).
+                half.clear_head();
+                return take;
+            }
+            let accepted = if half.is_request() {
+                match parser::parse_request_line(line) {
+                    Some(r) => !(r.simple && half.resyncing),
+                    None => false,
+                }
+            } else {
+                parser::parse_status_line(line).is_some()
+            };
+            if accepted {
+                half.have_start = true;
+                half.resyncing = false;
+                half.line_start = half.buf.len();
+                let simple = half.is_request()
+                    && parser::parse_request_line(&half.buf).is_some_and(|r| r.simple);
+                if simple {
+                    self.complete_head(dir, ts, cfg, stats);
+                }
+            } else {
+                stats.junk_bytes = stats.junk_bytes.saturating_add(half.buf.len() as u64);
+                if !half.resyncing {
+                    let mut flags = std::mem::take(&mut half.flags);
+                    raise(&mut flags, stats, HttpAnomaly::JunkBeforeMessage);
+                    half.flags = flags;
+                    half.enter_resync(stats);
+                }
+                half.clear_head();
+            }
+            return take;
+        }
+        if is_blank_line(line) {
+            self.complete_head(dir, ts, cfg, stats);
+        } else {
+            half.line_start = half.buf.len();
+        }
+        take
+    }
+
+    /// The head in `buf` would pass `max_header_bytes`.
+    fn oversize_head(
+        &mut self,
+        dir: Direction,
+        ts: Timestamp,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+    ) {
+        let half = self.half(dir);
+        half.discard_line = true;
+        if half.have_start {
+            let mut flags = std::mem::take(&mut half.flags);
+            raise(&mut flags, stats, HttpAnomaly::OversizeHead);
+            half.flags = flags;
+            self.salvage_head(dir, ts, cfg, stats);
+        } else {
+            // A first line this long: a start line with a huge target, or junk.
+            let looks_like_start = if half.is_request() {
+                let sp = half.buf.iter().position(|b| *b == b' ');
+                sp.is_some_and(|i| {
+                    i > 0
+                        && half
+                            .buf
+                            .get(..i)
+                            .is_some_and(|m| m.iter().all(u8::is_ascii_uppercase))
+                })
+            } else {
+                parser::may_start_status_line(&half.buf)
+            };
+            let a = if looks_like_start {
+                HttpAnomaly::OversizeHead
+            } else {
+                HttpAnomaly::JunkBeforeMessage
+            };
+            stats.junk_bytes = stats.junk_bytes.saturating_add(half.buf.len() as u64);
+            let mut flags = std::mem::take(&mut half.flags);
+            raise(&mut flags, stats, a);
+            half.flags = flags;
+            half.clear_head();
+        }
+        self.half(dir).enter_resync(stats);
+    }
+
+    /// Makes a message from the complete lines of a head that cannot be finished (oversize, gap,
+    /// close). Its body framing is unknown, so it has none, and the caller resyncs.
+    fn salvage_head(
+        &mut self,
+        dir: Direction,
+        ts: Timestamp,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+    ) {
+        let half = self.half(dir);
+        let complete = half.buf.get(..half.line_start).unwrap_or(&[]);
+        let head = parse_head_lenient(complete, half.is_request(), cfg.max_headers);
+        half.clear_head();
+        if let Some(head) = head {
+            self.on_head(dir, head, ts, false, cfg, stats);
+        }
+    }
+
+    /// `buf` holds a complete head: parse it and act on it.
+    fn complete_head(
+        &mut self,
+        dir: Direction,
+        ts: Timestamp,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+    ) {
+        let half = self.half(dir);
+        let request = half.is_request();
+        let parsed = match parse_head(&half.buf, request, cfg.max_headers) {
+            Parse::Done { value, .. } => Some(value),
+            // A simple (0.9) request has no blank line.
+            Parse::NeedMore => parse_head_lenient(&half.buf, request, cfg.max_headers),
+            Parse::Fail(_) => None,
+        };
+        half.clear_head();
+        match parsed {
+            Some(head) => self.on_head(dir, head, ts, true, cfg, stats),
+            None => {
+                // The start line was accepted, so this cannot happen; stay safe anyway.
+                let half = self.half(dir);
+                let mut flags = std::mem::take(&mut half.flags);
+                raise(&mut flags, stats, HttpAnomaly::JunkBeforeMessage);
+                half.flags = flags;
+                half.enter_resync(stats);
+            }
+        }
+    }
+
+    /// Acts on a parsed head. `framed` is false for salvaged heads: no body is read.
+    fn on_head(
+        &mut self,
+        dir: Direction,
+        head: Head,
+        ts: Timestamp,
+        framed: bool,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+    ) {
+        match head.start {
+            StartLine::Request(ref r) => {
+                let r = r.clone();
+                self.on_request_head(r, head, ts, framed, cfg, stats)
+            }
+            StartLine::Status(ref s) => {
+                let s = s.clone();
+                let _ = dir;
+                self.on_response_head(s, head, ts, framed, cfg, stats)
+            }
+        }
+    }
+
+    fn on_request_head(
+        &mut self,
+        line: parser::RequestLine,
+        head: Head,
+        ts: Timestamp,
+        framed: bool,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+    ) {
+        stats.requests += 1;
+        let half = &mut self.halves[0];
+        let mut flags = std::mem::take(&mut half.flags);
+        let start = half.head_ts;
+        for a in &head.anomalies {
+            raise(&mut flags, stats, *a);
+        }
+        let f = &head.framing;
+        let framing = if line.simple {
+            Some(Framing::NoBody)
+        } else if f.te_present {
+            f.te_chunked.then_some(Framing::Chunked)
+        } else {
+            match f.content_length {
+                ContentLength::Valid(n) => Some(Framing::Length(n)),
+                ContentLength::Invalid => None,
+                ContentLength::Absent => Some(Framing::NoBody),
+            }
+        };
+        let coding = content_coding(f.te_coding, f.content_encoding);
+        let method = line.method.as_bytes();
+        let id = self.new_id();
+        let entry = Entry {
+            id,
+            request: Some(Request {
+                method: line.method.clone(),
+                uri: line.uri,
+                version: line.version,
+                headers: head.headers,
+                body: Body::default(),
+                start,
+                end: ts,
+            }),
+            response: None,
+            flags,
+            req_done: false,
+            resp: RespState::Waiting,
+            head_method: method.eq_ignore_ascii_case(b"HEAD"),
+            connect: method.eq_ignore_ascii_case(b"CONNECT"),
+            upgrade: f.upgrade,
+            simple: line.simple,
+        };
+        // Bound the queue before adding: the oldest waiting request gives up its pairing.
+        let waiting = self
+            .queue
+            .iter()
+            .filter(|e| e.resp == RespState::Waiting)
+            .count();
+        if waiting >= cfg.max_pending_requests.max(1) {
+            if let Some(old) = self.queue.iter_mut().find(|e| e.resp == RespState::Waiting) {
+                old.resp = RespState::Never;
+                raise(&mut old.flags, stats, HttpAnomaly::ExcessivePipelining);
+            }
+        }
+        self.queue.push_back(entry);
+        let framing = match (framed, framing) {
+            (true, Some(fr)) => fr,
+            _ => {
+                // Unknown request framing (bad length, unknown transfer coding, salvaged head):
+                // the body, if any, cannot be delimited, so look for the next request instead.
+                if framed {
+                    self.halves[0].enter_resync(stats);
+                }
+                Framing::NoBody
+            }
+        };
+        self.start_body(Direction::ToServer, id, framing, coding, ts, cfg, stats);
+    }
+
+    fn on_response_head(
+        &mut self,
+        line: parser::StatusLine,
+        head: Head,
+        ts: Timestamp,
+        framed: bool,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+    ) {
+        let half = &mut self.halves[1];
+        if (100..200).contains(&line.status) && line.status != 101 {
+            // Interim response: recorded, and the final response is still to come.
+            stats.interim_responses += 1;
+            let mut flags = std::mem::take(&mut half.flags);
+            for a in &head.anomalies {
+                raise(&mut flags, stats, *a);
+            }
+            if half.interim.len() < cfg.max_interim_responses {
+                half.interim.push(line.status);
+            } else {
+                raise(&mut flags, stats, HttpAnomaly::TooManyInterimResponses);
+            }
+            half.flags = flags;
+            return;
+        }
+        stats.responses += 1;
+        let start = half.head_ts;
+        let mut flags = std::mem::take(&mut half.flags);
+        let interim = std::mem::take(&mut half.interim);
+        for a in &head.anomalies {
+            raise(&mut flags, stats, *a);
+        }
+        let id = self.pair_response(start, stats);
+        let f = &head.framing;
+        let coding = content_coding(f.te_coding, f.content_encoding);
+        let Some(e) = self.entry(id) else {
+            return;
+        };
+        for fl in flags {
+            e.flag(fl);
+        }
+        let status = line.status;
+        let tunnel = status == 101 || (e.connect && (200..300).contains(&status));
+        let framing = if tunnel || e.head_method || status == 204 || status == 304 {
+            Framing::NoBody
+        } else if f.te_present {
+            if f.te_chunked {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            }
+        } else {
+            match f.content_length {
+                ContentLength::Valid(n) => Framing::Length(n),
+                _ => Framing::UntilClose,
+            }
+        };
+        let framing = if framed { framing } else { Framing::NoBody };
+        e.response = Some(Response {
+            status,
+            reason: line.reason,
+            version: line.version,
+            headers: head.headers,
+            body: Body::default(),
+            interim,
+            start,
+            end: ts,
+        });
+        e.resp = RespState::InProgress;
+        if tunnel {
+            e.flag(FLAG_TUNNEL);
+        }
+        self.start_body(Direction::ToClient, id, framing, coding, ts, cfg, stats);
+        if tunnel {
+            self.enter_tunnel(id, ts, cfg, stats);
+        } else {
+            self.release_if_awaiting(id, cfg, stats);
+        }
+        if !framed {
+            self.halves[1].enter_resync(stats);
+        }
+    }
+
+    /// Chooses the entry a final response answers, creating one if it answers none.
+    fn pair_response(&mut self, start: Timestamp, stats: &mut HttpStats) -> u64 {
+        let uncertain = std::mem::take(&mut self.halves[1].uncertain);
+        let first_waiting = self.queue.iter().position(|e| e.resp == RespState::Waiting);
+        let answerable = |e: &Entry| {
+            e.resp == RespState::Waiting && e.request.as_ref().is_some_and(|r| r.start <= start)
+        };
+        let pick = match first_waiting {
+            Some(i) if self.queue.get(i).is_some_and(answerable) => {
+                if uncertain {
+                    // Responses may have been lost in a gap. In a non-pipelined exchange the
+                    // client waits for each answer, so the newest request sent before this
+                    // response is the one it answers; older waiting ones lost theirs.
+                    let last = self.queue.iter().rposition(answerable).unwrap_or(i);
+                    for e in self.queue.iter_mut().take(last).skip(i) {
+                        if e.resp == RespState::Waiting {
+                            e.resp = RespState::Never;
+                            e.flag(FLAG_RESPONSE_GAP);
+                            e.flag(FLAG_PARTIAL);
+                        }
+                    }
+                    Some(last)
+                } else {
+                    Some(i)
+                }
+            }
+            _ => None,
+        };
+        if let Some(e) = pick.and_then(|i| self.queue.get(i)) {
+            return e.id;
+        }
+        let id = self.new_id();
+        let mut entry = Entry {
+            id,
+            request: None,
+            response: None,
+            flags: Vec::new(),
+            req_done: true,
+            resp: RespState::Waiting,
+            head_method: false,
+            connect: false,
+            upgrade: false,
+            simple: false,
+        };
+        raise(&mut entry.flags, stats, HttpAnomaly::ResponseWithoutRequest);
+        let at = first_waiting.unwrap_or(self.queue.len());
+        self.queue.insert(at, entry);
+        id
+    }
+
+    fn start_simple_response(&mut self, ts: Timestamp, cfg: &HttpConfig, stats: &mut HttpStats) {
+        stats.responses += 1;
+        let half = &mut self.halves[1];
+        half.head_ts = ts;
+        let flags = std::mem::take(&mut half.flags);
+        let interim = std::mem::take(&mut half.interim);
+        let Some(e) = self.queue.iter_mut().find(|e| e.resp == RespState::Waiting) else {
+            // Unreachable by the caller's check; the bytes are then read as a head.
+            return;
+        };
+        let id = e.id;
+        for fl in flags {
+            e.flag(fl);
+        }
+        e.response = Some(Response {
+            status: 0,
+            reason: String::new(),
+            version: HttpVersion::Http09,
+            headers: Headers::new(),
+            body: Body::default(),
+            interim,
+            start: ts,
+            end: ts,
+        });
+        e.resp = RespState::InProgress;
+        self.start_body(
+            Direction::ToClient,
+            id,
+            Framing::UntilClose,
+            Coding::Identity,
+            ts,
+            cfg,
+            stats,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_body(
+        &mut self,
+        dir: Direction,
+        id: u64,
+        framing: Framing,
+        coding: Coding,
+        ts: Timestamp,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+    ) {
+        let td = TransferDecoder::new(framing);
+        if td.is_done() {
+            // No body: the message is complete now. Coding anomalies do not apply.
+            let sink = BodySink::new(Coding::Identity, cfg);
+            self.half(dir).state = State::Body(Box::new(BodyInProgress {
+                entry: id,
+                td,
+                sink,
+            }));
+            self.end_body(dir, ts, true, cfg, stats);
+            return;
+        }
+        let mut sink = BodySink::new(coding, cfg);
+        let anomalies = sink.take_anomalies();
+        if let Some(e) = self.entry(id) {
+            for a in anomalies {
+                raise(&mut e.flags, stats, a);
+            }
+        }
+        self.half(dir).state = State::Body(Box::new(BodyInProgress {
+            entry: id,
+            td,
+            sink,
+        }));
+    }
+
+    /// Ends the body in progress in `dir`; `complete` is false when it was cut short.
+    fn end_body(
+        &mut self,
+        dir: Direction,
+        ts: Timestamp,
+        complete: bool,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+    ) {
+        let half = self.half(dir);
+        let State::Body(b) = std::mem::replace(&mut half.state, State::Head) else {
+            return;
+        };
+        let BodyInProgress { entry, sink, .. } = *b;
+        let finished = sink.finish(complete, cfg);
+        if finished.hit_limit {
+            stats.bodies_truncated += 1;
+        }
+        let Some(e) = self.entry(entry) else {
+            return;
+        };
+        for a in finished.anomalies {
+            raise(&mut e.flags, stats, a);
+        }
+        if finished.hit_limit {
+            e.flag(FLAG_BODY_TRUNCATED);
+        }
+        if !complete {
+            e.flag(FLAG_PARTIAL);
+        }
+        let await_tunnel;
+        match dir {
+            Direction::ToServer => {
+                if let Some(r) = e.request.as_mut() {
+                    r.body = finished.body;
+                    r.end = ts;
+                }
+                e.req_done = true;
+                await_tunnel = (e.connect || e.upgrade) && e.resp == RespState::Waiting;
+            }
+            Direction::ToClient => {
+                if let Some(r) = e.response.as_mut() {
+                    r.body = finished.body;
+                    r.end = ts;
+                }
+                e.resp = RespState::Done;
+                await_tunnel = false;
+            }
+        }
+        if await_tunnel {
+            let half = self.half(dir);
+            half.state = State::AwaitTunnel { since: ts };
+        }
+    }
+
+    /// The server accepted a tunnel: both directions stop parsing.
+    fn enter_tunnel(&mut self, id: u64, ts: Timestamp, cfg: &HttpConfig, stats: &mut HttpStats) {
+        self.tunnel = true;
+        stats.tunnels += 1;
+        let held = match self.halves[0].state {
+            State::AwaitTunnel { .. } => std::mem::take(&mut self.halves[0].buf),
+            _ => Vec::new(),
+        };
+        if !held.is_empty() {
+            stats.tunnel_bytes = stats.tunnel_bytes.saturating_add(held.len() as u64);
+            if let Some(e) = self.entry(id) {
+                raise(&mut e.flags, stats, HttpAnomaly::DataAfterTunnel);
+            }
+        }
+        // A request body still in progress (Upgrade with a body) ends where the tunnel starts.
+        if matches!(self.halves[0].state, State::Body(_)) {
+            self.end_body(Direction::ToServer, ts, false, cfg, stats);
+        }
+        for h in &mut self.halves {
+            h.state = State::Tunnel;
+            h.clear_head();
+            h.discard_line = false;
+        }
+    }
+
+    /// A response that is not a tunnel answered `id`: client bytes held back are HTTP after all.
+    fn release_if_awaiting(&mut self, _id: u64, cfg: &HttpConfig, stats: &mut HttpStats) {
+        if matches!(self.halves[0].state, State::AwaitTunnel { .. })
+            && !self
+                .queue
+                .iter()
+                .any(|e| (e.connect || e.upgrade) && e.resp == RespState::Waiting)
+        {
+            self.release_held(Direction::ToServer, cfg, stats);
+        }
+    }
+
+    /// Parses bytes held in `AwaitTunnel` as ordinary client data.
+    fn release_held(&mut self, dir: Direction, cfg: &HttpConfig, stats: &mut HttpStats) {
+        let half = self.half(dir);
+        let State::AwaitTunnel { since } = half.state else {
+            return;
+        };
+        let held = std::mem::take(&mut half.buf);
+        half.state = State::Head;
+        half.clear_head();
+        self.feed(dir, &held, since, cfg, stats);
+    }
+
+    /// `len` bytes of one direction were lost.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_gap(
+        &mut self,
+        dir: Direction,
+        len: u64,
+        ts: Timestamp,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+        out: &mut Vec<Transaction>,
+    ) {
+        stats.gaps += 1;
+        stats.gap_bytes = stats.gap_bytes.saturating_add(len);
+        self.release_held(dir, cfg, stats);
+        let gap_flag = self.half(dir).gap_flag();
+        let half = self.half(dir);
+        match &mut half.state {
+            State::Tunnel => {
+                stats.tunnel_bytes = stats.tunnel_bytes.saturating_add(len);
+            }
+            State::AwaitTunnel { .. } => {}
+            State::Body(b) => {
+                let outcome = b.td.gap(len, &mut b.sink);
+                let id = b.entry;
+                if let Some(e) = self.entry(id) {
+                    e.flag(FLAG_PARTIAL);
+                    e.flag(gap_flag);
+                }
+                match outcome {
+                    GapOutcome::Absorbed => {}
+                    GapOutcome::Done => self.end_body(dir, ts, true, cfg, stats),
+                    GapOutcome::Lost => {
+                        self.end_body(dir, ts, false, cfg, stats);
+                        let half = self.half(dir);
+                        half.next_flag(gap_flag);
+                        half.enter_resync(stats);
+                    }
+                }
+            }
+            State::Head => {
+                if half.have_start && !half.discard_line {
+                    half.next_flag(FLAG_PARTIAL);
+                    half.next_flag(gap_flag);
+                    self.salvage_head(dir, ts, cfg, stats);
+                } else {
+                    half.clear_head();
+                    half.discard_line = false;
+                }
+                // Whatever comes next starts at an unknown place in the stream.
+                self.end_body_if_open(dir, ts, cfg, stats);
+                let half = self.half(dir);
+                half.next_flag(gap_flag);
+                half.enter_resync(stats);
+            }
+        }
+        self.drain(out, stats, false);
+    }
+
+    /// A salvaged head starts a zero-length body that is already complete; nothing stays open.
+    fn end_body_if_open(
+        &mut self,
+        dir: Direction,
+        ts: Timestamp,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+    ) {
+        if matches!(self.half(dir).state, State::Body(_)) {
+            self.end_body(dir, ts, false, cfg, stats);
+        }
+    }
+
+    /// That side closed its half of the connection.
+    pub fn on_fin(
+        &mut self,
+        dir: Direction,
+        ts: Timestamp,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+        out: &mut Vec<Transaction>,
+    ) {
+        self.close(dir, ts, cfg, stats);
+        self.drain(out, stats, false);
+    }
+
+    fn close(&mut self, dir: Direction, ts: Timestamp, cfg: &HttpConfig, stats: &mut HttpStats) {
+        if self.half(dir).closed {
+            return;
+        }
+        self.release_held(dir, cfg, stats);
+        let half = self.half(dir);
+        half.closed = true;
+        match &half.state {
+            State::Body(b) => {
+                let until_close = b.td.until_close();
+                let id = b.entry;
+                if !until_close {
+                    if let Some(e) = self.entry(id) {
+                        raise(&mut e.flags, stats, HttpAnomaly::TruncatedMessage);
+                    }
+                }
+                self.end_body(dir, ts, until_close, cfg, stats);
+            }
+            State::Head if half.have_start => {
+                let mut flags = std::mem::take(&mut half.flags);
+                raise(&mut flags, stats, HttpAnomaly::TruncatedMessage);
+                half.flags = flags;
+                half.next_flag(FLAG_PARTIAL);
+                self.salvage_head(dir, ts, cfg, stats);
+                self.end_body_if_open(dir, ts, cfg, stats);
+            }
+            State::Head => {
+                stats.junk_bytes = stats.junk_bytes.saturating_add(half.buf.len() as u64);
+                half.clear_head();
+            }
+            State::AwaitTunnel { .. } | State::Tunnel => {}
+        }
+        if dir == Direction::ToClient {
+            // The server is gone: nothing still waiting will be answered.
+            for e in &mut self.queue {
+                if e.resp == RespState::Waiting {
+                    e.resp = RespState::Never;
+                }
+            }
+            self.release_held(Direction::ToServer, cfg, stats);
+        }
+    }
+
+    /// The connection is over: completes what can be completed and emits everything pending.
+    pub fn finish(
+        &mut self,
+        ts: Timestamp,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+        out: &mut Vec<Transaction>,
+    ) {
+        // Held client bytes are parsed first so that requests in them are not lost.
+        self.release_held(Direction::ToServer, cfg, stats);
+        self.close(Direction::ToServer, ts, cfg, stats);
+        self.close(Direction::ToClient, ts, cfg, stats);
+        self.drain(out, stats, true);
+    }
+
+    /// Emits entries from the front of the queue while they are finished (all when `all`).
+    fn drain(&mut self, out: &mut Vec<Transaction>, stats: &mut HttpStats, all: bool) {
+        while let Some(front) = self.queue.front() {
+            let ready = front.req_done && matches!(front.resp, RespState::Done | RespState::Never);
+            if !ready && !all {
+                break;
+            }
+            let Some(mut e) = self.queue.pop_front() else {
+                break;
+            };
+            if !ready {
+                e.flag(FLAG_PARTIAL);
+            }
+            self.emitted = self.emitted.saturating_add(1);
+            stats.transactions += 1;
+            out.push(Transaction {
+                conn: ConnInfo::default(),
+                depth: self.emitted,
+                request: e.request,
+                response: e.response,
+                flags: e.flags,
+            });
+        }
+    }
+}
+
+/// The content coding to undo: a gzip/deflate transfer coding if present, else Content-Encoding.
+fn content_coding(te: Coding, ce: Coding) -> Coding {
+    match te {
+        Coding::Identity => ce,
+        other => other,
+    }
+}
