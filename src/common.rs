@@ -25,7 +25,11 @@ impl Timestamp {
         if secs < 0 {
             return Timestamp(0);
         }
-        Timestamp((secs as u64).saturating_mul(1_000_000_000).saturating_add(nanos as u64))
+        Timestamp(
+            (secs as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(nanos as u64),
+        )
     }
 
     pub const fn as_nanos(self) -> u64 {
@@ -53,7 +57,12 @@ impl Timestamp {
 
 impl fmt::Debug for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:09}", self.0 / 1_000_000_000, self.0 % 1_000_000_000)
+        write!(
+            f,
+            "{}.{:09}",
+            self.0 / 1_000_000_000,
+            self.0 % 1_000_000_000
+        )
     }
 }
 

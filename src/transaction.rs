@@ -92,7 +92,8 @@ impl Headers {
 
     /// The first value as text (lossy UTF-8).
     pub fn get_str(&self, name: &str) -> Option<String> {
-        self.get(name).map(|v| String::from_utf8_lossy(v).into_owned())
+        self.get(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 }
 
