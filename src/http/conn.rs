@@ -38,6 +38,10 @@ pub const FLAG_BODY_TRUNCATED: &str = "body_truncated";
 /// Flag for the transaction that switched the connection into a tunnel.
 pub const FLAG_TUNNEL: &str = "tunnel";
 
+/// The shortest complete response (`HTTP/1.1 200\n\n`): a gap shorter than this cannot hide
+/// one, so it cannot shift pairing.
+const MIN_MESSAGE_BYTES: u64 = 14;
+
 /// Whether a pending entry's response has been seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RespState {
@@ -114,8 +118,9 @@ struct Half {
     /// Framing was lost (gap, junk, oversize): only a full start line ends the search, and the
     /// skipped lines are not flagged one by one.
     resyncing: bool,
-    /// Responses may have been lost since the last pairing (server side only).
-    uncertain: bool,
+    /// How many whole responses gaps may have swallowed since the last pairing (server side
+    /// only): each gap of N bytes while framing was lost adds N / `MIN_MESSAGE_BYTES`.
+    lost_budget: u64,
     /// Flags for the next message of this direction.
     flags: Vec<&'static str>,
     /// Interim codes seen since the last final response (server side only).
@@ -135,7 +140,7 @@ impl Half {
             head_ts: Timestamp::ZERO,
             discard_line: false,
             resyncing: false,
-            uncertain: false,
+            lost_budget: 0,
             flags: Vec::new(),
             interim: Vec::new(),
             closed: false,
@@ -171,8 +176,12 @@ impl Half {
             stats.resyncs += 1;
         }
         self.resyncing = true;
+    }
+
+    /// A gap of `len` bytes where messages may start: whole responses may be inside it.
+    fn note_lost_messages(&mut self, len: u64) {
         if self.dir == Direction::ToClient {
-            self.uncertain = true;
+            self.lost_budget = self.lost_budget.saturating_add(len / MIN_MESSAGE_BYTES);
         }
     }
 }
@@ -691,18 +700,21 @@ impl HttpConn {
 
     /// Chooses the entry a final response answers, creating one if it answers none.
     fn pair_response(&mut self, start: Timestamp, stats: &mut HttpStats) -> u64 {
-        let uncertain = std::mem::take(&mut self.halves[1].uncertain);
+        let budget = std::mem::take(&mut self.halves[1].lost_budget);
         let first_waiting = self.queue.iter().position(|e| e.resp == RespState::Waiting);
         let answerable = |e: &Entry| {
             e.resp == RespState::Waiting && e.request.as_ref().is_some_and(|r| r.start <= start)
         };
         let pick = match first_waiting {
             Some(i) if self.queue.get(i).is_some_and(answerable) => {
-                if uncertain {
+                if budget > 0 {
                     // Responses may have been lost in a gap. In a non-pipelined exchange the
                     // client waits for each answer, so the newest request sent before this
-                    // response is the one it answers; older waiting ones lost theirs.
-                    let last = self.queue.iter().rposition(answerable).unwrap_or(i);
+                    // response is the one it answers; older waiting ones lost theirs. The gap
+                    // size bounds how many can be skipped.
+                    let newest = self.queue.iter().rposition(answerable).unwrap_or(i);
+                    let skip = usize::try_from(budget).unwrap_or(usize::MAX);
+                    let last = newest.min(i.saturating_add(skip));
                     for e in self.queue.iter_mut().take(last).skip(i) {
                         if e.resp == RespState::Waiting {
                             e.resp = RespState::Never;
@@ -952,6 +964,7 @@ impl HttpConn {
                         let half = self.half(dir);
                         half.next_flag(gap_flag);
                         half.enter_resync(stats);
+                        half.note_lost_messages(len);
                     }
                 }
             }
@@ -969,6 +982,7 @@ impl HttpConn {
                 let half = self.half(dir);
                 half.next_flag(gap_flag);
                 half.enter_resync(stats);
+                half.note_lost_messages(len);
             }
         }
         self.drain(out, stats, false);
