@@ -502,4 +502,11 @@ transcripts!(
     gap_resync,
     gap_lost_response,
     gap_lost_request,
+    framing_anomalies,
+    chunk_anomalies,
+    response_without_request,
+    limits,
+    truncated,
+    outside_flags,
+    pathological,
 );

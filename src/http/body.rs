@@ -81,6 +81,8 @@ pub struct TransferDecoder {
     line: Vec<u8>,
     /// Trailer bytes seen so far, counted against `max_header_bytes`.
     trailer_bytes: usize,
+    /// Bytes of a partial line dropped when framing was lost (for the junk counter).
+    discarded: usize,
 }
 
 impl TransferDecoder {
@@ -95,11 +97,17 @@ impl TransferDecoder {
             state,
             line: Vec::new(),
             trailer_bytes: 0,
+            discarded: 0,
         }
     }
 
     pub fn is_done(&self) -> bool {
         self.state == TState::Done
+    }
+
+    /// Bytes already consumed but dropped when framing was lost.
+    pub fn discarded(&self) -> usize {
+        self.discarded
     }
 
     /// The body is delimited by the connection close.
@@ -171,6 +179,7 @@ impl TransferDecoder {
                         } else {
                             HttpAnomaly::OversizeChunkLine
                         });
+                        self.discarded = self.line.len();
                         self.line = Vec::new();
                         self.state = TState::Done;
                         return (pos, Progress::Lost);

@@ -304,6 +304,8 @@ impl HttpConn {
                     let (n, progress) = b.td.feed(rest, cfg, &mut b.sink, &mut anomalies);
                     anomalies.extend(b.sink.take_anomalies());
                     let id = b.entry;
+                    let discarded = b.td.discarded();
+                    stats.junk_bytes = stats.junk_bytes.saturating_add(discarded as u64);
                     rest = rest.get(n..).unwrap_or(&[]);
                     if let Some(e) = self.entry(id) {
                         for a in anomalies {
@@ -434,6 +436,9 @@ impl HttpConn {
         let half = self.half(dir);
         half.discard_line = true;
         if half.have_start {
+            // The partial line is dropped with the rest of it (counted by the discard).
+            let partial = half.buf.len().saturating_sub(half.line_start);
+            stats.junk_bytes = stats.junk_bytes.saturating_add(partial as u64);
             let mut flags = std::mem::take(&mut half.flags);
             raise(&mut flags, stats, HttpAnomaly::OversizeHead);
             half.flags = flags;
