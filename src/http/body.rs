@@ -46,6 +46,8 @@ enum TState {
         seen_cr: bool,
     },
     Trailer,
+    /// After an over-long chunk-size or trailer line: skipping to its end, then framing is lost.
+    DiscardLine,
     UntilClose,
     Done,
 }
@@ -105,9 +107,9 @@ impl TransferDecoder {
         self.state == TState::Done
     }
 
-    /// Bytes already consumed but dropped when framing was lost.
-    pub fn discarded(&self) -> usize {
-        self.discarded
+    /// Bytes consumed but dropped (an over-long line) since the last call: for the junk counter.
+    pub fn take_discarded(&mut self) -> usize {
+        std::mem::take(&mut self.discarded)
     }
 
     /// The body is delimited by the connection close.
@@ -148,6 +150,17 @@ impl TransferDecoder {
                         (_, n) => TState::ChunkData(n),
                     };
                 }
+                TState::DiscardLine => match memchr::memchr(b'\n', rest) {
+                    None => {
+                        self.discarded = self.discarded.saturating_add(rest.len());
+                        return (input.len(), Progress::NeedMore);
+                    }
+                    Some(i) => {
+                        self.discarded = self.discarded.saturating_add(i + 1);
+                        self.state = TState::Done;
+                        return (pos + i + 1, Progress::Lost);
+                    }
+                },
                 TState::ChunkDataEnd { seen_cr } => {
                     let Some(&b) = rest.first() else {
                         return (pos, Progress::NeedMore);
@@ -179,10 +192,12 @@ impl TransferDecoder {
                         } else {
                             HttpAnomaly::OversizeChunkLine
                         });
-                        self.discarded = self.line.len();
+                        // Skip the rest of the line too, so that where framing is lost does not
+                        // depend on how the line was split into packets.
+                        self.discarded = self.discarded.saturating_add(self.line.len());
                         self.line = Vec::new();
-                        self.state = TState::Done;
-                        return (pos, Progress::Lost);
+                        self.state = TState::DiscardLine;
+                        continue;
                     }
                     self.line.extend_from_slice(rest.get(..take).unwrap_or(&[]));
                     pos += take;
@@ -243,7 +258,10 @@ impl TransferDecoder {
                 }
             }
             TState::Done => GapOutcome::Lost,
-            TState::ChunkSize | TState::ChunkDataEnd { .. } | TState::Trailer => {
+            TState::ChunkSize
+            | TState::ChunkDataEnd { .. }
+            | TState::Trailer
+            | TState::DiscardLine => {
                 self.state = TState::Done;
                 GapOutcome::Lost
             }
@@ -726,11 +744,16 @@ mod tests {
 
     #[test]
     fn oversize_chunk_line_is_lost() {
+        // The whole over-long line is skipped, wherever the packet boundaries fall.
         let mut wire = b"5;".to_vec();
         wire.extend(std::iter::repeat_n(b'x', 100_000));
-        let (_, anomalies, _, p) = decode(Framing::Chunked, Coding::Identity, &wire, 999, &cfg());
-        assert_eq!(p, Progress::Lost);
-        assert_eq!(anomalies, vec![HttpAnomaly::OversizeChunkLine]);
+        wire.extend_from_slice(b"\r\nNEXT");
+        for step in [1, 999, wire.len()] {
+            let (_, anomalies, used, p) =
+                decode(Framing::Chunked, Coding::Identity, &wire, step, &cfg());
+            assert_eq!((p, used), (Progress::Lost, wire.len() - 4));
+            assert_eq!(anomalies, vec![HttpAnomaly::OversizeChunkLine]);
+        }
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub const FLAG_TUNNEL: &str = "tunnel";
 /// one, so it cannot shift pairing.
 const MIN_MESSAGE_BYTES: u64 = 14;
 
+/// Bytes of an over-long first line examined to tell a huge start line from junk: a method
+/// token (at most 32 bytes) and its space.
+const MAX_METHOD_PROBE: usize = 33;
+
 /// Whether a pending entry's response has been seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RespState {
@@ -94,8 +98,9 @@ enum State {
     /// Reading a body.
     Body(Box<BodyInProgress>),
     /// Client side after a CONNECT/Upgrade request: bytes are held in `buf` until the response
-    /// says whether a tunnel starts. `since` is when holding began.
-    AwaitTunnel { since: Timestamp },
+    /// says whether a tunnel starts. `marks` holds `(offset, time)` where the packet time of the
+    /// held bytes changes, so released bytes keep their own times (at most one mark per byte).
+    AwaitTunnel { marks: Vec<(usize, Timestamp)> },
     /// Inside a tunnel: bytes are counted only.
     Tunnel,
 }
@@ -291,8 +296,11 @@ impl HttpConn {
                     stats.tunnel_bytes = stats.tunnel_bytes.saturating_add(rest.len() as u64);
                     return;
                 }
-                State::AwaitTunnel { .. } => {
+                State::AwaitTunnel { marks } => {
                     if half.buf.len().saturating_add(rest.len()) <= cfg.max_tunnel_wait_bytes {
+                        if marks.last().is_none_or(|(_, t)| *t != ts) {
+                            marks.push((half.buf.len(), ts));
+                        }
                         half.buf.extend_from_slice(rest);
                         return;
                     }
@@ -304,7 +312,7 @@ impl HttpConn {
                     let (n, progress) = b.td.feed(rest, cfg, &mut b.sink, &mut anomalies);
                     anomalies.extend(b.sink.take_anomalies());
                     let id = b.entry;
-                    let discarded = b.td.discarded();
+                    let discarded = b.td.take_discarded();
                     stats.junk_bytes = stats.junk_bytes.saturating_add(discarded as u64);
                     rest = rest.get(n..).unwrap_or(&[]);
                     if let Some(e) = self.entry(id) {
@@ -360,24 +368,26 @@ impl HttpConn {
         if half.buf.is_empty() {
             half.head_ts = ts;
         }
-        if half.buf.len().saturating_add(take) > cfg.max_header_bytes {
-            self.oversize_head(dir, ts, cfg, stats);
-            return 0;
-        }
-        half.buf.extend_from_slice(input.get(..take).unwrap_or(&[]));
-        if simple_front && (half.buf.len() >= 5 || nl.is_some()) {
+        if simple_front {
             // An HTTP/0.9 request is usually answered by a bare body until close; some servers
-            // send a status line anyway, which the first five bytes tell.
-            let status = half.buf.len() >= 5 && parser::may_start_status_line(&half.buf);
-            if !status {
+            // send a status line anyway, which the first five bytes tell. Decide as soon as
+            // they are here, before any other rule looks at the bytes.
+            let prefix: Vec<u8> = half.buf.iter().chain(input).take(5).copied().collect();
+            let decided = prefix.len() == 5 || prefix.contains(&b'\n');
+            if decided && !(prefix.len() == 5 && parser::may_start_status_line(&prefix)) {
                 let held = std::mem::take(&mut half.buf);
                 let ts0 = half.head_ts;
                 half.clear_head();
                 self.start_simple_response(ts0, cfg, stats);
-                self.feed(dir, &held, ts, cfg, stats);
-                return take;
+                self.feed(dir, &held, ts0, cfg, stats);
+                return 0;
             }
         }
+        if half.buf.len().saturating_add(take) > cfg.max_header_bytes {
+            self.oversize_head(dir, input, ts, cfg, stats);
+            return 0;
+        }
+        half.buf.extend_from_slice(input.get(..take).unwrap_or(&[]));
         if nl.is_none() {
             return take;
         }
@@ -429,6 +439,7 @@ impl HttpConn {
     fn oversize_head(
         &mut self,
         dir: Direction,
+        input: &[u8],
         ts: Timestamp,
         cfg: &HttpConfig,
         stats: &mut HttpStats,
@@ -436,26 +447,26 @@ impl HttpConn {
         let half = self.half(dir);
         half.discard_line = true;
         if half.have_start {
-            // The partial line is dropped with the rest of it (counted by the discard).
-            let partial = half.buf.len().saturating_sub(half.line_start);
-            stats.junk_bytes = stats.junk_bytes.saturating_add(partial as u64);
             let mut flags = std::mem::take(&mut half.flags);
             raise(&mut flags, stats, HttpAnomaly::OversizeHead);
             half.flags = flags;
             self.salvage_head(dir, ts, cfg, stats);
         } else {
-            // A first line this long: a start line with a huge target, or junk.
+            // A first line this long: a start line with a huge target, or junk. Judge by the
+            // line's first bytes, wherever they are, so packet boundaries do not matter.
+            let mut prefix: Vec<u8> = half.buf.iter().take(MAX_METHOD_PROBE).copied().collect();
+            let more = MAX_METHOD_PROBE.saturating_sub(prefix.len());
+            prefix.extend(input.iter().take(more));
             let looks_like_start = if half.is_request() {
-                let sp = half.buf.iter().position(|b| *b == b' ');
+                let sp = prefix.iter().position(|b| *b == b' ');
                 sp.is_some_and(|i| {
                     i > 0
-                        && half
-                            .buf
+                        && prefix
                             .get(..i)
                             .is_some_and(|m| m.iter().all(u8::is_ascii_uppercase))
                 })
             } else {
-                parser::may_start_status_line(&half.buf)
+                parser::may_start_status_line(&prefix)
             };
             let a = if looks_like_start {
                 HttpAnomaly::OversizeHead
@@ -483,6 +494,9 @@ impl HttpConn {
         let half = self.half(dir);
         let complete = half.buf.get(..half.line_start).unwrap_or(&[]);
         let head = parse_head_lenient(complete, half.is_request(), cfg.max_headers);
+        // The partial line is dropped; count it like any skipped byte.
+        let partial = half.buf.len().saturating_sub(half.line_start);
+        stats.junk_bytes = stats.junk_bytes.saturating_add(partial as u64);
         half.clear_head();
         if let Some(head) = head {
             self.on_head(dir, head, ts, false, cfg, stats);
@@ -589,8 +603,10 @@ impl HttpConn {
             req_done: false,
             resp: RespState::Waiting,
             head_method: method.eq_ignore_ascii_case(b"HEAD"),
-            connect: method.eq_ignore_ascii_case(b"CONNECT"),
-            upgrade: f.upgrade,
+            // A salvaged head (oversize, gap) has an unknown end, so what follows it is not
+            // held back for a tunnel: the parser is resyncing instead.
+            connect: framed && method.eq_ignore_ascii_case(b"CONNECT"),
+            upgrade: framed && f.upgrade,
             simple: line.simple,
         };
         // Bound the queue before adding: the oldest waiting request gives up its pairing.
@@ -662,7 +678,8 @@ impl HttpConn {
             e.flag(fl);
         }
         let status = line.status;
-        let tunnel = status == 101 || (e.connect && (200..300).contains(&status));
+        // A salvaged head (oversize, gap) is not trusted to switch protocols: its end is unknown.
+        let tunnel = framed && (status == 101 || (e.connect && (200..300).contains(&status)));
         let framing = if tunnel || e.head_method || status == 204 || status == 304 {
             Framing::NoBody
         } else if f.te_present {
@@ -757,15 +774,18 @@ impl HttpConn {
     }
 
     fn start_simple_response(&mut self, ts: Timestamp, cfg: &HttpConfig, stats: &mut HttpStats) {
-        stats.responses += 1;
-        let half = &mut self.halves[1];
-        half.head_ts = ts;
-        let flags = std::mem::take(&mut half.flags);
-        let interim = std::mem::take(&mut half.interim);
         let Some(e) = self.queue.iter_mut().find(|e| e.resp == RespState::Waiting) else {
             // Unreachable by the caller's check; the bytes are then read as a head.
             return;
         };
+        stats.responses += 1;
+        // Bytes held from before the request was seen still belong to its answer, which
+        // cannot have started before the request did.
+        let ts = e.request.as_ref().map_or(ts, |r| r.start.max(ts));
+        let half = &mut self.halves[1];
+        half.head_ts = ts;
+        let flags = std::mem::take(&mut half.flags);
+        let interim = std::mem::take(&mut half.interim);
         let id = e.id;
         for fl in flags {
             e.flag(fl);
@@ -880,7 +900,7 @@ impl HttpConn {
         }
         if await_tunnel {
             let half = self.half(dir);
-            half.state = State::AwaitTunnel { since: ts };
+            half.state = State::AwaitTunnel { marks: Vec::new() };
         }
     }
 
@@ -903,6 +923,7 @@ impl HttpConn {
             self.end_body(Direction::ToServer, ts, false, cfg, stats);
         }
         for h in &mut self.halves {
+            stats.tunnel_bytes = stats.tunnel_bytes.saturating_add(h.buf.len() as u64);
             h.state = State::Tunnel;
             h.clear_head();
             h.discard_line = false;
@@ -921,16 +942,23 @@ impl HttpConn {
         }
     }
 
-    /// Parses bytes held in `AwaitTunnel` as ordinary client data.
+    /// Parses bytes held in `AwaitTunnel` as ordinary client data, each with its own time.
     fn release_held(&mut self, dir: Direction, cfg: &HttpConfig, stats: &mut HttpStats) {
         let half = self.half(dir);
-        let State::AwaitTunnel { since } = half.state else {
+        if !matches!(half.state, State::AwaitTunnel { .. }) {
+            return;
+        }
+        let State::AwaitTunnel { marks } = std::mem::replace(&mut half.state, State::Head) else {
             return;
         };
         let held = std::mem::take(&mut half.buf);
-        half.state = State::Head;
         half.clear_head();
-        self.feed(dir, &held, since, cfg, stats);
+        for (k, (start, ts)) in marks.iter().enumerate() {
+            let end = marks.get(k + 1).map_or(held.len(), |(o, _)| *o);
+            if let Some(piece) = held.get(*start..end) {
+                self.feed(dir, piece, *ts, cfg, stats);
+            }
+        }
     }
 
     /// `len` bytes of one direction were lost.
@@ -979,6 +1007,7 @@ impl HttpConn {
                     half.next_flag(gap_flag);
                     self.salvage_head(dir, ts, cfg, stats);
                 } else {
+                    stats.junk_bytes = stats.junk_bytes.saturating_add(half.buf.len() as u64);
                     half.clear_head();
                     half.discard_line = false;
                 }
@@ -1108,5 +1137,204 @@ fn content_coding(te: Coding, ce: Coding) -> Coding {
     match te {
         Coding::Identity => ce,
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    impl HttpConn {
+        /// Bytes held in per-direction buffers and entries waiting in the queue.
+        fn held(&self) -> (usize, usize) {
+            let bytes = self.halves.iter().map(|h| h.buf.len()).max().unwrap_or(0);
+            (bytes, self.queue.len())
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Ev {
+        Data(bool, Vec<u8>),
+        Gap(bool, u64),
+        Fin(bool),
+    }
+
+    fn dir(client: bool) -> Direction {
+        if client {
+            Direction::ToServer
+        } else {
+            Direction::ToClient
+        }
+    }
+
+    /// Pieces that exercise every state: heads, framing fields, chunk lines, tunnels, junk.
+    const FRAGMENTS: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\n",
+        b"HEAD /h HTTP/1.1\r\n",
+        b"CONNECT a:443 HTTP/1.1\r\n",
+        b"GET /x\r\n",
+        b"POST /p HTTP/1.0\n",
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 101 Switching\r\n\r\n",
+        b"HTTP/1.0 204 No\r\n",
+        b"Content-Length: 3\r\n",
+        b"Content-Length: 18446744073709551616\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Content-Encoding: gzip\r\n",
+        b"Upgrade: websocket\r\n",
+        b"Expect: 100-continue\r\n",
+        b" folded\r\n",
+        b"\r\n",
+        b"\n",
+        b"3\r\nabc\r\n",
+        b"0\r\n\r\n",
+        b"FFFFFFFFFFFFFFFFFF\r\n",
+        b"-1\r\n",
+        b"abc",
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00",
+        b"\x00\xff junk",
+    ];
+
+    fn event() -> impl Strategy<Value = Ev> {
+        let fragments = prop::collection::vec(
+            prop_oneof![
+                3 => prop::sample::select(FRAGMENTS).prop_map(|f| f.to_vec()),
+                1 => prop::collection::vec(any::<u8>(), 0..40),
+            ],
+            1..8,
+        )
+        .prop_map(|v| v.concat());
+        prop_oneof![
+            8 => (any::<bool>(), fragments).prop_map(|(c, b)| Ev::Data(c, b)),
+            1 => (any::<bool>(), prop_oneof![0u64..50, Just(u64::MAX)])
+                .prop_map(|(c, n)| Ev::Gap(c, n)),
+            1 => any::<bool>().prop_map(Ev::Fin),
+        ]
+    }
+
+    fn small_cfg() -> HttpConfig {
+        HttpConfig {
+            body_limit_bytes: 8,
+            max_header_bytes: 96,
+            max_headers: 4,
+            max_pending_requests: 3,
+            max_chunk_line_bytes: 24,
+            max_interim_responses: 2,
+            max_tunnel_wait_bytes: 32,
+            ..HttpConfig::default()
+        }
+    }
+
+    /// Replays events, each data event cut at `cut` (if inside), checking bounds after each call.
+    fn replay(evs: &[Ev], cut: usize, cfg: &HttpConfig) -> (Vec<Transaction>, HttpStats) {
+        let mut conn = HttpConn::new();
+        let mut stats = HttpStats::default();
+        let mut out = Vec::new();
+        for (i, e) in evs.iter().enumerate() {
+            let ts = Timestamp::from_nanos(i as u64);
+            match e {
+                Ev::Data(c, b) => {
+                    let k = cut.min(b.len());
+                    for piece in [&b[..k], &b[k..]] {
+                        if !piece.is_empty() {
+                            conn.on_data(dir(*c), piece, ts, cfg, &mut stats, &mut out);
+                        }
+                    }
+                }
+                Ev::Gap(c, n) => conn.on_gap(dir(*c), *n, ts, cfg, &mut stats, &mut out),
+                Ev::Fin(c) => conn.on_fin(dir(*c), ts, cfg, &mut stats, &mut out),
+            }
+            let (bytes, queued) = conn.held();
+            assert!(bytes <= cfg.max_header_bytes.max(cfg.max_tunnel_wait_bytes));
+            // Waiting requests are bounded; each may also hold one finished response entry.
+            assert!(queued <= 2 * (cfg.max_pending_requests + 2), "{queued}");
+        }
+        conn.finish(Timestamp::from_nanos(u64::MAX), cfg, &mut stats, &mut out);
+        (out, stats)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn random_conversations_never_panic_stay_bounded_and_ignore_splits(
+            evs in prop::collection::vec(event(), 1..24),
+            cut in 0usize..64,
+        ) {
+            let cfg = small_cfg();
+            let (whole, stats) = replay(&evs, usize::MAX, &cfg);
+            let (split, stats2) = replay(&evs, cut, &cfg);
+            prop_assert_eq!(&whole, &split);
+            prop_assert_eq!(&stats, &stats2);
+            prop_assert_eq!(stats.transactions, whole.len() as u64);
+            for (i, t) in whole.iter().enumerate() {
+                prop_assert_eq!(t.depth as usize, i + 1);
+                for b in t.request.iter().map(|r| &r.body).chain(t.response.iter().map(|r| &r.body)) {
+                    prop_assert!(b.data.len() <= cfg.body_limit_bytes);
+                    prop_assert!(b.data.len() as u64 <= b.len);
+                }
+                if let (Some(q), Some(r)) = (&t.request, &t.response) {
+                    prop_assert!(q.start <= r.start, "a response answered a later request");
+                }
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic(
+            chunks in prop::collection::vec((any::<bool>(), prop::collection::vec(any::<u8>(), 0..300)), 0..20),
+        ) {
+            let cfg = small_cfg();
+            let evs: Vec<Ev> = chunks.into_iter().map(|(c, b)| Ev::Data(c, b)).collect();
+            replay(&evs, 7, &cfg);
+        }
+    }
+
+    #[test]
+    fn a_gigabyte_gzip_body_fed_in_pieces_is_counted_without_being_held() {
+        use flate2::write::GzEncoder;
+        use std::io::Write;
+        let mut e = GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..1024 {
+            e.write_all(&zeros).unwrap();
+        }
+        let gz = e.finish().unwrap();
+        let cfg = HttpConfig::default();
+        let mut conn = HttpConn::new();
+        let mut stats = HttpStats::default();
+        let mut out = Vec::new();
+        let ts = Timestamp::ZERO;
+        conn.on_data(
+            Direction::ToServer,
+            b"GET / HTTP/1.1\r\n\r\n",
+            ts,
+            &cfg,
+            &mut stats,
+            &mut out,
+        );
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+            gz.len()
+        );
+        conn.on_data(
+            Direction::ToClient,
+            head.as_bytes(),
+            ts,
+            &cfg,
+            &mut stats,
+            &mut out,
+        );
+        for piece in gz.chunks(1460) {
+            conn.on_data(Direction::ToClient, piece, ts, &cfg, &mut stats, &mut out);
+        }
+        assert_eq!(out.len(), 1);
+        let body = &out[0].response.as_ref().unwrap().body;
+        assert_eq!(body.wire_len, gz.len() as u64);
+        assert!(body.len <= cfg.max_decompressed_bytes);
+        assert_eq!(body.data.len(), cfg.body_limit_bytes);
+        assert!(out[0].has_flag("decompression_bomb"));
+        assert_eq!(stats.anomaly(HttpAnomaly::DecompressionBomb), 1);
     }
 }
