@@ -486,6 +486,7 @@ transcripts!(
     until_close,
     no_body_rules,
     interim_1xx,
+    expect_continue,
     pipelining,
     connect_tunnel,
     upgrade_websocket,

@@ -112,6 +112,12 @@ impl TransferDecoder {
         std::mem::take(&mut self.discarded)
     }
 
+    /// No byte of the body has been read yet.
+    pub fn untouched(&self) -> bool {
+        matches!(self.state, TState::Length(_))
+            || (self.state == TState::ChunkSize && self.line.is_empty())
+    }
+
     /// The body is delimited by the connection close.
     pub fn until_close(&self) -> bool {
         self.state == TState::UntilClose

@@ -75,6 +75,8 @@ struct Entry {
     upgrade: bool,
     /// HTTP/0.9 simple request: the response is a bare body until close.
     simple: bool,
+    /// `Expect: 100-continue`: the client may drop the body if refused.
+    expect_continue: bool,
 }
 
 impl Entry {
@@ -101,6 +103,13 @@ enum State {
     /// says whether a tunnel starts. `marks` holds `(offset, time)` where the packet time of the
     /// held bytes changes, so released bytes keep their own times (at most one mark per byte).
     AwaitTunnel { marks: Vec<(usize, Timestamp)> },
+    /// Client side, `Expect: 100-continue` request answered with a final status before its body
+    /// started: the client may send the body or drop it and send the next request. Bytes are
+    /// held in `buf` (with `marks` as in `AwaitTunnel`) until their first line tells which.
+    Peek {
+        body: Box<BodyInProgress>,
+        marks: Vec<(usize, Timestamp)>,
+    },
     /// Inside a tunnel: bytes are counted only.
     Tunnel,
 }
@@ -270,8 +279,8 @@ impl HttpConn {
     /// Attaches an outside anomaly (e.g. a TCP overlap mismatch) to the message in progress in
     /// that direction, or to the next one.
     pub fn on_flag(&mut self, dir: Direction, flag: &'static str) {
-        let current = match (&self.half(dir).state, dir) {
-            (State::Body(b), _) => Some(b.entry),
+        let current = match &self.half(dir).state {
+            State::Body(b) | State::Peek { body: b, .. } => Some(b.entry),
             _ => None,
         };
         match current.and_then(|id| self.entry(id)) {
@@ -306,6 +315,27 @@ impl HttpConn {
                     }
                     // Waited long enough: treat what was held as ordinary HTTP.
                     self.release_held(dir, cfg, stats);
+                }
+                State::Peek { marks, .. } => {
+                    if marks.last().is_none_or(|(_, t)| *t != ts) {
+                        marks.push((half.buf.len(), ts));
+                    }
+                    let nl = memchr::memchr(b'\n', rest);
+                    let room = cfg.max_header_bytes.saturating_sub(half.buf.len());
+                    let take = nl.map_or(rest.len(), |i| i + 1).min(room);
+                    half.buf.extend_from_slice(rest.get(..take).unwrap_or(&[]));
+                    rest = rest.get(take..).unwrap_or(&[]);
+                    if half.buf.last() == Some(&b'\n') || half.buf.len() >= cfg.max_header_bytes {
+                        // Bodies can look like anything; only a full request line with a
+                        // conventional upper-case method counts as "the body was dropped".
+                        let skipped = parser::parse_request_line(&half.buf).is_some_and(|r| {
+                            !r.simple
+                                && r.method
+                                    .bytes()
+                                    .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+                        });
+                        self.resolve_peek(dir, skipped, cfg, stats);
+                    }
                 }
                 State::Body(b) => {
                     let mut anomalies = Vec::new();
@@ -608,6 +638,7 @@ impl HttpConn {
             connect: framed && method.eq_ignore_ascii_case(b"CONNECT"),
             upgrade: framed && f.upgrade,
             simple: line.simple,
+            expect_continue: f.expect_continue,
         };
         // Bound the queue before adding: the oldest waiting request gives up its pairing.
         let waiting = self
@@ -714,6 +745,9 @@ impl HttpConn {
             self.enter_tunnel(id, ts, cfg, stats);
         } else {
             self.release_if_awaiting(id, cfg, stats);
+            if self.entry(id).is_some_and(|e| e.expect_continue) {
+                self.maybe_peek(id);
+            }
         }
         if !framed {
             self.halves[1].enter_resync(stats);
@@ -766,6 +800,7 @@ impl HttpConn {
             connect: false,
             upgrade: false,
             simple: false,
+            expect_continue: false,
         };
         raise(&mut entry.flags, stats, HttpAnomaly::ResponseWithoutRequest);
         let at = first_waiting.unwrap_or(self.queue.len());
@@ -942,8 +977,60 @@ impl HttpConn {
         }
     }
 
-    /// Parses bytes held in `AwaitTunnel` as ordinary client data, each with its own time.
+    /// Ends a `Peek`: `skipped` when the held bytes start a new request (the body was dropped),
+    /// else they are the body. Held bytes are then parsed with their own times.
+    fn resolve_peek(
+        &mut self,
+        dir: Direction,
+        skipped: bool,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+    ) {
+        let half = self.half(dir);
+        if !matches!(half.state, State::Peek { .. }) {
+            return;
+        }
+        let State::Peek { body, marks } = std::mem::replace(&mut half.state, State::Head) else {
+            return;
+        };
+        let held = std::mem::take(&mut half.buf);
+        half.clear_head();
+        half.state = State::Body(body);
+        if skipped {
+            let ts = marks.first().map_or(Timestamp::ZERO, |(_, t)| *t);
+            self.end_body(dir, ts, true, cfg, stats);
+        }
+        for (k, (start, ts)) in marks.iter().enumerate() {
+            let end = marks.get(k + 1).map_or(held.len(), |(o, _)| *o);
+            if let Some(piece) = held.get(*start..end) {
+                self.feed(dir, piece, *ts, cfg, stats);
+            }
+        }
+    }
+
+    /// A final response answered an `Expect: 100-continue` request whose body has not started:
+    /// hold the client's next bytes until they show whether the body comes.
+    fn maybe_peek(&mut self, id: u64) {
+        let half = &mut self.halves[0];
+        let untouched = match &half.state {
+            State::Body(b) => b.entry == id && b.sink.wire_len() == 0 && b.td.untouched(),
+            _ => false,
+        };
+        if !untouched {
+            return;
+        }
+        if let State::Body(body) = std::mem::replace(&mut half.state, State::Head) {
+            half.state = State::Peek {
+                body,
+                marks: Vec::new(),
+            };
+        }
+    }
+
+    /// Parses bytes held in `AwaitTunnel` as ordinary client data, each with its own time; a
+    /// `Peek` still undecided takes its bytes as the body.
     fn release_held(&mut self, dir: Direction, cfg: &HttpConfig, stats: &mut HttpStats) {
+        self.resolve_peek(dir, false, cfg, stats);
         let half = self.half(dir);
         if !matches!(half.state, State::AwaitTunnel { .. }) {
             return;
@@ -981,7 +1068,8 @@ impl HttpConn {
             State::Tunnel => {
                 stats.tunnel_bytes = stats.tunnel_bytes.saturating_add(len);
             }
-            State::AwaitTunnel { .. } => {}
+            // Resolved by `release_held` above.
+            State::AwaitTunnel { .. } | State::Peek { .. } => {}
             State::Body(b) => {
                 let outcome = b.td.gap(len, &mut b.sink);
                 let id = b.entry;
@@ -1078,7 +1166,7 @@ impl HttpConn {
                 stats.junk_bytes = stats.junk_bytes.saturating_add(half.buf.len() as u64);
                 half.clear_head();
             }
-            State::AwaitTunnel { .. } | State::Tunnel => {}
+            State::AwaitTunnel { .. } | State::Peek { .. } | State::Tunnel => {}
         }
         if dir == Direction::ToClient {
             // The server is gone: nothing still waiting will be answered.
