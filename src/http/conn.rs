@@ -399,19 +399,15 @@ impl HttpConn {
             half.head_ts = ts;
         }
         if simple_front {
-            // An HTTP/0.9 request is usually answered by a bare body until close; some servers
-            // send a status line anyway, which the first five bytes tell. Decide as soon as
-            // they are here, before any other rule looks at the bytes.
-            let prefix: Vec<u8> = half.buf.iter().chain(input).take(5).copied().collect();
-            let decided = prefix.len() == 5 || prefix.contains(&b'\n');
-            if decided && !(prefix.len() == 5 && parser::may_start_status_line(&prefix)) {
-                let held = std::mem::take(&mut half.buf);
-                let ts0 = half.head_ts;
-                half.clear_head();
-                self.start_simple_response(ts0, cfg, stats);
-                self.feed(dir, &held, ts0, cfg, stats);
-                return 0;
-            }
+            // The answer to an HTTP/0.9 request is everything the server sends until it closes,
+            // even if that starts with a status line (a 0.9 client would not parse one; Zeek
+            // counts it as body too).
+            let held = std::mem::take(&mut half.buf);
+            let ts0 = half.head_ts;
+            half.clear_head();
+            self.start_simple_response(ts0, cfg, stats);
+            self.feed(dir, &held, ts0, cfg, stats);
+            return 0;
         }
         if half.buf.len().saturating_add(take) > cfg.max_header_bytes {
             self.oversize_head(dir, input, ts, cfg, stats);
@@ -529,7 +525,7 @@ impl HttpConn {
         stats.junk_bytes = stats.junk_bytes.saturating_add(partial as u64);
         half.clear_head();
         if let Some(head) = head {
-            self.on_head(dir, head, ts, false, cfg, stats);
+            self.on_head(head, ts, false, cfg, stats);
         }
     }
 
@@ -551,7 +547,7 @@ impl HttpConn {
         };
         half.clear_head();
         match parsed {
-            Some(head) => self.on_head(dir, head, ts, true, cfg, stats),
+            Some(head) => self.on_head(head, ts, true, cfg, stats),
             None => {
                 // The start line was accepted, so this cannot happen; stay safe anyway.
                 let half = self.half(dir);
@@ -563,10 +559,10 @@ impl HttpConn {
         }
     }
 
-    /// Acts on a parsed head. `framed` is false for salvaged heads: no body is read.
+    /// Acts on a parsed head (the start line says which side it came from). `framed` is false
+    /// for salvaged heads: no body is read.
     fn on_head(
         &mut self,
-        dir: Direction,
         head: Head,
         ts: Timestamp,
         framed: bool,
@@ -580,7 +576,6 @@ impl HttpConn {
             }
             StartLine::Status(ref s) => {
                 let s = s.clone();
-                let _ = dir;
                 self.on_response_head(s, head, ts, framed, cfg, stats)
             }
         }

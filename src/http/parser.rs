@@ -192,32 +192,21 @@ fn split_ws(line: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Parses an `HTTP/x.y` token, case-insensitively. Anything but exactly `HTTP/1.0` and
-/// `HTTP/1.1` is flagged; unknown 1.x or higher versions are framed like 1.1.
+/// `HTTP/1.1` is flagged; `HTTP/0.x` is 0.9, and every other version after an `HTTP/` prefix
+/// (`HTTP/1.2`, `HTTP/2.0`, even `HTTP/1.`) is framed like 1.1, as lenient servers do.
 fn parse_version(tok: &[u8], anomalies: &mut Vec<HttpAnomaly>) -> Option<HttpVersion> {
     let (prefix, num) = (tok.get(..5)?, tok.get(5..)?);
-    if !prefix.eq_ignore_ascii_case(b"HTTP/") {
+    if !prefix.eq_ignore_ascii_case(b"HTTP/") || num.is_empty() {
         return None;
     }
-    let exact = prefix == b"HTTP/";
-    let version = match num {
-        b"1.1" => HttpVersion::Http11,
-        b"1.0" => HttpVersion::Http10,
-        b"0.9" => HttpVersion::Http09,
-        [major, b'.', minor @ ..]
-            if major.is_ascii_digit()
-                && !minor.is_empty()
-                && minor.iter().all(u8::is_ascii_digit) =>
-        {
-            anomalies.push(HttpAnomaly::NonstandardVersion);
-            if *major == b'0' {
-                HttpVersion::Http09
-            } else {
-                HttpVersion::Http11
-            }
-        }
+    let (version, standard) = match num {
+        b"1.1" => (HttpVersion::Http11, true),
+        b"1.0" => (HttpVersion::Http10, true),
+        [b'0', ..] => (HttpVersion::Http09, false),
+        _ if num.iter().all(|b| b.is_ascii_digit() || *b == b'.') => (HttpVersion::Http11, false),
         _ => return None,
     };
-    if !exact || version == HttpVersion::Http09 {
+    if !standard || prefix != b"HTTP/" {
         anomalies.push(HttpAnomaly::NonstandardVersion);
     }
     Some(version)
@@ -253,15 +242,19 @@ pub fn parse_request_line(line: &[u8]) -> Option<RequestLine> {
                 None => (rest, None),
             }
         }
-        None => (rest, None),
+        // `OPTIONS HTTP/1.1`: a version and no target (Zeek logs it with an empty URI).
+        None => match parse_version(rest, &mut anomalies) {
+            Some(v) => (&b""[..], Some(v)),
+            None => (rest, None),
+        },
     };
-    if target.is_empty() {
-        return None;
-    }
     let simple = version.is_none();
     if simple {
         let plain_target = target.first() == Some(&b'/') && !target.iter().any(|b| is_ws(*b));
-        if !plain_target || !method.iter().all(u8::is_ascii_uppercase) {
+        let method_ok = method
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || *b == b'_' || *b == b'-');
+        if !plain_target || !method_ok {
             return None;
         }
         anomalies.push(HttpAnomaly::Http09);
@@ -271,6 +264,7 @@ pub fn parse_request_line(line: &[u8]) -> Option<RequestLine> {
         && line.get(sp + 1).is_some_and(|b| !is_ws(*b))
         && split_ws(line).count() == 3
         && line.iter().filter(|b| is_ws(**b)).count() == 2
+        && !target.is_empty()
         && target.iter().all(|b| b.is_ascii_graphic());
     if !strict && !simple {
         anomalies.push(HttpAnomaly::InvalidRequestLine);
@@ -746,6 +740,27 @@ mod tests {
                 &[HttpAnomaly::Http09],
             ),
             (
+                "OPTIONS HTTP/1.1",
+                "OPTIONS",
+                "",
+                HttpVersion::Http11,
+                &[HttpAnomaly::InvalidRequestLine],
+            ),
+            (
+                "GET / HTTP/1.",
+                "GET",
+                "/",
+                HttpVersion::Http11,
+                &[HttpAnomaly::NonstandardVersion],
+            ),
+            (
+                "CCM_POST /HTTP/1.1",
+                "CCM_POST",
+                "/HTTP/1.1",
+                HttpVersion::Http09,
+                &[HttpAnomaly::Http09],
+            ),
+            (
                 "CCM_POST /x HTTP/1.1",
                 "CCM_POST",
                 "/x",
@@ -770,6 +785,8 @@ mod tests {
             "",
             "hello world",
             "GET",
+            "OPTIONSHTTP/1.1",
+            "get /x",
             "\x16\x03\x01\x02\x00",
             "HTTP/1.1 200 OK",
             "G\0T /x HTTP/1.1",
@@ -801,6 +818,7 @@ mod tests {
             "HTTP/1.1 2000 OK",
             "HTTP/1.1 abc",
             "HTTP/x 200",
+            "HTTP/ 200",
             "HTTP/1.1 099 x",
             "FTP 200",
         ] {
