@@ -503,6 +503,7 @@ transcripts!(
     gap_resync,
     gap_lost_response,
     gap_lost_request,
+    gap_other_states,
     framing_anomalies,
     chunk_anomalies,
     response_without_request,

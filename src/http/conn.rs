@@ -273,7 +273,7 @@ impl HttpConn {
         out: &mut Vec<Transaction>,
     ) {
         self.feed(dir, data, ts, cfg, stats);
-        self.drain(out, stats, false);
+        self.drain(out, cfg, stats, false);
     }
 
     /// Attaches an outside anomaly (e.g. a TCP overlap mismatch) to the message in progress in
@@ -1102,7 +1102,7 @@ impl HttpConn {
                 half.note_lost_messages(len);
             }
         }
-        self.drain(out, stats, false);
+        self.drain(out, cfg, stats, false);
     }
 
     /// A salvaged head starts a zero-length body that is already complete; nothing stays open.
@@ -1128,7 +1128,7 @@ impl HttpConn {
         out: &mut Vec<Transaction>,
     ) {
         self.close(dir, ts, cfg, stats);
-        self.drain(out, stats, false);
+        self.drain(out, cfg, stats, false);
     }
 
     fn close(&mut self, dir: Direction, ts: Timestamp, cfg: &HttpConfig, stats: &mut HttpStats) {
@@ -1186,14 +1186,25 @@ impl HttpConn {
         self.release_held(Direction::ToServer, cfg, stats);
         self.close(Direction::ToServer, ts, cfg, stats);
         self.close(Direction::ToClient, ts, cfg, stats);
-        self.drain(out, stats, true);
+        self.drain(out, cfg, stats, true);
     }
 
     /// Emits entries from the front of the queue while they are finished (all when `all`).
-    fn drain(&mut self, out: &mut Vec<Transaction>, stats: &mut HttpStats, all: bool) {
+    ///
+    /// The queue is also bounded as a whole: responses without requests can pile up behind an
+    /// unfinished front entry (a long upload), so past twice `max_pending_requests` entries the
+    /// front one leaves early, flagged partial.
+    fn drain(
+        &mut self,
+        out: &mut Vec<Transaction>,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+        all: bool,
+    ) {
+        let max_queue = cfg.max_pending_requests.saturating_mul(2).saturating_add(2);
         while let Some(front) = self.queue.front() {
             let ready = front.req_done && matches!(front.resp, RespState::Done | RespState::Never);
-            if !ready && !all {
+            if !ready && !all && self.queue.len() <= max_queue {
                 break;
             }
             let Some(mut e) = self.queue.pop_front() else {
@@ -1372,6 +1383,33 @@ mod tests {
             let evs: Vec<Ev> = chunks.into_iter().map(|(c, b)| Ev::Data(c, b)).collect();
             replay(&evs, 7, &cfg);
         }
+    }
+
+    #[test]
+    fn responses_piling_up_behind_an_unfinished_upload_stay_bounded() {
+        let cfg = HttpConfig {
+            max_pending_requests: 4,
+            ..HttpConfig::default()
+        };
+        let mut conn = HttpConn::new();
+        let mut stats = HttpStats::default();
+        let mut out = Vec::new();
+        let ts = Timestamp::ZERO;
+        let upload = b"POST /up HTTP/1.1\r\nContent-Length: 1000000000\r\n\r\nabc";
+        conn.on_data(Direction::ToServer, upload, ts, &cfg, &mut stats, &mut out);
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        for _ in 0..1000 {
+            conn.on_data(Direction::ToClient, resp, ts, &cfg, &mut stats, &mut out);
+            assert!(conn.held().1 <= 2 * 4 + 2);
+        }
+        // The upload left early (partial), the rest were emitted as they completed.
+        assert_eq!(out.len() + conn.held().1, 1000);
+        assert!(out[0].has_flag("partial"));
+        assert_eq!(
+            out[0].request.as_ref().map(|r| r.method.as_str()),
+            Some("POST")
+        );
+        assert_eq!(stats.anomaly(HttpAnomaly::ResponseWithoutRequest), 999);
     }
 
     #[test]
