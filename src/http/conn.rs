@@ -739,7 +739,7 @@ impl HttpConn {
         if tunnel {
             self.enter_tunnel(id, ts, cfg, stats);
         } else {
-            self.release_if_awaiting(id, cfg, stats);
+            self.release_if_awaiting(cfg, stats);
             if self.entry(id).is_some_and(|e| e.expect_continue) {
                 self.maybe_peek(id);
             }
@@ -960,8 +960,9 @@ impl HttpConn {
         }
     }
 
-    /// A response that is not a tunnel answered `id`: client bytes held back are HTTP after all.
-    fn release_if_awaiting(&mut self, _id: u64, cfg: &HttpConfig, stats: &mut HttpStats) {
+    /// A response that is not a tunnel arrived: unless another tunnel request still waits, client
+    /// bytes held back are HTTP after all.
+    fn release_if_awaiting(&mut self, cfg: &HttpConfig, stats: &mut HttpStats) {
         if matches!(self.halves[0].state, State::AwaitTunnel { .. })
             && !self
                 .queue
