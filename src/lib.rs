@@ -5,4 +5,5 @@
 //! See ARCHITECTURE.md for the code map and its invariants.
 
 pub mod common;
+pub mod flow;
 pub mod transaction;
