@@ -632,3 +632,426 @@ impl Stream {
         self.next_seq = self.next_seq.add(n as u32);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An event with its bytes copied out, so tests can keep it after the callback returns.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum Owned {
+        Data(Vec<u8>),
+        Gap(u64),
+        Fin,
+        Anomaly(TcpAnomaly),
+    }
+
+    impl From<StreamEvent<'_>> for Owned {
+        fn from(ev: StreamEvent<'_>) -> Owned {
+            match ev {
+                StreamEvent::Data(d) => Owned::Data(d.to_vec()),
+                StreamEvent::Gap(n) => Owned::Gap(n),
+                StreamEvent::Fin => Owned::Fin,
+                StreamEvent::Anomaly(a) => Owned::Anomaly(a),
+            }
+        }
+    }
+
+    /// Renders events compactly: adjacent `Data` merged into one `'quoted'` run (how the stream
+    /// splits its deliveries is not part of its contract), `gap:N`, `fin`, `!anomaly_name`.
+    fn render(events: &[Owned]) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        let mut run: Option<Vec<u8>> = None;
+        for ev in events {
+            if let Owned::Data(d) = ev {
+                run.get_or_insert_with(Vec::new).extend_from_slice(d);
+                continue;
+            }
+            if let Some(d) = run.take() {
+                parts.push(format!("'{}'", String::from_utf8_lossy(&d)));
+            }
+            parts.push(match ev {
+                Owned::Gap(n) => format!("gap:{n}"),
+                Owned::Fin => "fin".to_string(),
+                Owned::Anomaly(a) => format!("!{}", a.name()),
+                Owned::Data(_) => unreachable!("handled above"),
+            });
+        }
+        if let Some(d) = run.take() {
+            parts.push(format!("'{}'", String::from_utf8_lossy(&d)));
+        }
+        parts.join(" ")
+    }
+
+    /// A sequence number in a script: decimal, taken modulo 2^32 so `-3` is 2^32 - 3.
+    fn seq(word: &str) -> SeqNum {
+        let n: i64 = word.parse().expect("script: bad number");
+        SeqNum(n.rem_euclid(1 << 32) as u32)
+    }
+
+    struct Outcome {
+        stream: Stream,
+        stats: StreamStats,
+        budget: MemBudget,
+    }
+
+    /// Runs a script of `;`-separated steps against one stream and compares the rendered events:
+    /// `syn N`, `seg N TEXT`, `fin N TEXT` (a segment with FIN), `ack N`, `flush`; TEXT `-` is
+    /// an empty payload. After every step the limits must hold.
+    fn check_with(cfg: &StreamConfig, memcap: usize, script: &str, expect: &str) -> Outcome {
+        let mut stream = Stream::new();
+        let mut stats = StreamStats::default();
+        let mut budget = MemBudget::new(memcap);
+        let mut events = Vec::new();
+        for step in script.split(';').map(str::trim) {
+            let words: Vec<&str> = step.split_whitespace().collect();
+            let mut ctx = StreamCtx {
+                cfg,
+                budget: &mut budget,
+                stats: &mut stats,
+            };
+            let mut out = |ev: StreamEvent<'_>| events.push(Owned::from(ev));
+            let text = |w: &str| {
+                if w == "-" {
+                    Vec::new()
+                } else {
+                    w.as_bytes().to_vec()
+                }
+            };
+            match words.as_slice() {
+                ["syn", n] => stream.on_syn(seq(n)),
+                ["seg", n, t] => stream.on_segment(seq(n), &text(t), false, &mut ctx, &mut out),
+                ["fin", n, t] => stream.on_segment(seq(n), &text(t), true, &mut ctx, &mut out),
+                ["ack", n] => stream.on_peer_ack(seq(n), &mut ctx, &mut out),
+                ["flush"] => stream.flush(&mut ctx, &mut out),
+                _ => panic!("script: bad step {step:?}"),
+            }
+            assert!(budget.used() <= memcap, "{step}: budget over cap");
+            assert!(
+                stream.buffered_bytes() <= cfg.max_buffered_bytes,
+                "{step}: over limit"
+            );
+            assert!(
+                stream.segs.len() <= cfg.max_segments,
+                "{step}: too many segments"
+            );
+        }
+        assert_eq!(render(&events), expect, "script: {script}");
+        let data: u64 = events
+            .iter()
+            .map(|e| match e {
+                Owned::Data(d) => d.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(stream.delivered(), data);
+        assert_eq!(stats.delivered_bytes, data);
+        Outcome {
+            stream,
+            stats,
+            budget,
+        }
+    }
+
+    fn check(script: &str, expect: &str) -> Outcome {
+        check_with(&StreamConfig::default(), 64 << 20, script, expect)
+    }
+
+    #[test]
+    fn in_order_data_is_delivered_without_buffering() {
+        let o = check("syn 100; seg 101 GET; seg 104 _/; seg 106 -", "'GET_/'");
+        assert_eq!((o.stream.buffered_bytes(), o.budget.used()), (0, 0));
+        assert_eq!(o.stats.segments, 3);
+        assert_eq!(o.stream.next_seq(), Some(SeqNum(106)));
+    }
+
+    #[test]
+    fn midstream_pickup_starts_at_the_first_segment() {
+        check("seg 5000 abc; seg 5003 def", "'abcdef'");
+        // Bytes before the pickup point were never part of the stream we follow.
+        let o = check("seg 5000 abc; seg 4998 xyabc; seg 5003 d", "'abcd'");
+        assert_eq!(o.stats.retransmitted_bytes, 5);
+        // A bare ACK can be the first segment too.
+        check("seg 7 -; seg 8 b; seg 7 a", "'ab'");
+    }
+
+    #[test]
+    fn syn_sets_the_start_and_retransmits_are_no_ops() {
+        check("syn 100; seg 101 ab; syn 100; seg 103 c", "'abc'");
+        // A new ISN before any data restarts the stream; old-ISN data is then far behind.
+        check("syn 100; syn 500; seg 501 ab", "'ab'");
+        check("syn 100; syn 500; seg 101 ab; seg 501 c", "'c'");
+        check("seg 7 -; syn 100; seg 101 ab", "'ab'");
+        // Once data was delivered, a different SYN does not move the stream.
+        check("syn 100; seg 101 ab; syn 500; seg 103 c", "'abc'");
+        // Nor once data is buffered.
+        check("syn 100; seg 105 ef; syn 500; seg 101 abcd", "'abcdef'");
+    }
+
+    #[test]
+    fn out_of_order_segments_wait_for_the_hole() {
+        let o = check("syn 0; seg 4 def; seg 7 g; seg 1 abc", "'abcdefg'");
+        assert_eq!(o.stats.out_of_order_segments, 2);
+        assert_eq!((o.stream.buffered_bytes(), o.budget.used()), (0, 0));
+        // Contiguous out-of-order arrivals share one buffered segment.
+        let o = check("syn 0; seg 4 d; seg 5 e; seg 6 f", "");
+        assert_eq!(o.stream.segs.len(), 1);
+        assert_eq!(o.stream.buffered_bytes(), 3);
+    }
+
+    #[test]
+    fn retransmissions_are_delivered_once() {
+        let o = check("syn 0; seg 1 abc; seg 1 abc; seg 2 bcd", "'abcd'");
+        assert_eq!(o.stats.retransmitted_bytes, 5);
+        // Bytes already delivered are gone, so differing copies of them cannot be compared.
+        check("syn 0; seg 1 abc; seg 1 XYZ; seg 4 d", "'abcd'");
+    }
+
+    #[test]
+    fn overlaps_keep_the_first_copy_and_flag_differences() {
+        let o = check(
+            "syn 0; seg 5 efg; seg 1 abcdEFgh",
+            "'abcd' !overlap_mismatch 'efgh'",
+        );
+        assert_eq!((o.stats.overlaps, o.stats.overlap_bytes), (1, 3));
+        assert_eq!(o.stats.overlap_mismatches, 1);
+        // One anomaly per segment however many buffered runs it contradicts.
+        check(
+            "syn 0; seg 3 c; seg 5 e; seg 2 bxdyf; seg 1 a",
+            "!overlap_mismatch 'abcdef'",
+        );
+        // An identical overlap is silent.
+        let o = check("syn 0; seg 3 cd; seg 2 bcde; seg 1 a", "'abcde'");
+        assert_eq!((o.stats.overlaps, o.stats.overlap_mismatches), (1, 0));
+    }
+
+    #[test]
+    fn peer_ack_past_a_hole_turns_it_into_a_gap() {
+        let o = check(
+            "syn 0; seg 1 ab; seg 6 fg; ack 8; seg 8 h",
+            "'ab' gap:3 'fgh'",
+        );
+        assert_eq!((o.stats.gaps, o.stats.gap_bytes), (1, 3));
+        check("syn 0; seg 1 ab; ack 10; seg 10 j", "'ab' gap:7 'j'");
+        // Bytes of a hole that show up after it was given up are not delivered.
+        check("syn 0; seg 1 ab; ack 5; seg 3 cdef", "'ab' gap:2 'ef'");
+        // Old, current and unstarted-stream ACKs change nothing.
+        check("syn 0; seg 1 ab; ack 2; ack 3", "'ab'");
+        check("ack 50; seg 1 ab", "'ab'");
+        let o = check("syn 0; seg 1 ab; ack 1073741900", "'ab' !ack_out_of_window");
+        assert_eq!(o.stats.out_of_window_acks, 1);
+    }
+
+    #[test]
+    fn ack_of_the_fin_does_not_invent_a_byte() {
+        check("syn 0; seg 1 ab; fin 6 fg; ack 9", "'ab' gap:3 'fg' fin");
+    }
+
+    #[test]
+    fn fin_is_delivered_once_where_the_data_ends() {
+        check("syn 0; fin 1 abc", "'abc' fin");
+        check("syn 0; seg 1 abc; fin 4 -", "'abc' fin");
+        check("syn 0; fin 1 abc; fin 1 abc; seg 5 -", "'abc' fin");
+        check("syn 0; fin 4 def; seg 1 abc", "'abcdef' fin");
+        let o = check("syn 0; fin 1 abc; seg 3 cZZ", "'abc' fin !data_after_fin");
+        assert_eq!(o.stats.data_after_fin, 1);
+        check("syn 0; fin 4 d; seg 1 abcdE", "!data_after_fin 'abcd' fin");
+        let o = check("syn 0; fin 1 abc; fin 1 a", "'abc' fin !inconsistent_fin");
+        assert_eq!(o.stats.inconsistent_fins, 1);
+        // A FIN behind buffered data contradicts it and is ignored.
+        check(
+            "syn 0; seg 5 ef; fin 3 -; seg 1 abcd",
+            "!inconsistent_fin 'abcdef'",
+        );
+        assert!(check("syn 0; fin 1 a", "'a' fin").stream.is_finished());
+    }
+
+    #[test]
+    fn flush_gives_up_every_hole_and_frees_everything() {
+        let o = check(
+            "syn 0; seg 1 ab; seg 6 fg; seg 10 j; flush",
+            "'ab' gap:3 'fg' gap:2 'j'",
+        );
+        assert_eq!((o.stream.buffered_bytes(), o.budget.used()), (0, 0));
+        assert_eq!(o.stream.charged, 0);
+        check("syn 0; seg 1 ab; fin 6 fg; flush", "'ab' gap:3 'fg' fin");
+        check("syn 0; seg 1 ab; fin 9 -; flush", "'ab' gap:6 fin");
+        check("flush", "");
+        check("syn 0; seg 1 ab; flush; flush", "'ab'");
+    }
+
+    #[test]
+    fn sequence_wraparound_is_seamless() {
+        check("syn -3; seg -2 ab; seg 0 cd; seg 2 ef", "'abcdef'");
+        check("syn -3; seg 0 cd; seg -2 ab", "'abcd'");
+        check("syn -3; seg -2 ab; seg 2 ef; ack 4", "'ab' gap:2 'ef'");
+        check("syn -3; fin 1 d; seg -2 abc", "'abcd' fin");
+        check("seg -1 a; seg 1 c; flush", "'a' gap:1 'c'");
+        // The SYN itself may sit on the last number before the wrap.
+        check("syn -1; seg 0 a", "'a'");
+    }
+
+    #[test]
+    fn segments_absurdly_far_ahead_are_dropped() {
+        let o = check(
+            "syn 0; seg 1 a; seg 1073741900 zz; seg 2 b",
+            "'a' !segment_out_of_window 'b'",
+        );
+        assert_eq!(o.stats.dropped_segments, 1);
+    }
+
+    fn limits(max_buffered_bytes: usize, max_segments: usize) -> StreamConfig {
+        StreamConfig {
+            max_buffered_bytes,
+            max_segments,
+            ..StreamConfig::default()
+        }
+    }
+
+    #[test]
+    fn byte_limit_gives_up_the_earliest_hole() {
+        let cfg = limits(8, 100);
+        let o = check_with(
+            &cfg,
+            1 << 20,
+            "syn 0; seg 3 cc; seg 8 hhhh; seg 20 tttt",
+            "gap:2 'cc'",
+        );
+        assert_eq!(o.stats.buffer_limit_hits, 1);
+        assert_eq!(o.stream.buffered_bytes(), 8);
+        check_with(
+            &cfg,
+            1 << 20,
+            "syn 0; seg 3 cc; seg 8 hhhh; seg 20 tttt; flush",
+            "gap:2 'cc' gap:3 'hhhh' gap:8 'tttt'",
+        );
+        // A piece inside the earliest hole is delivered after a gap up to it, not buffered.
+        let cfg = limits(4, 100);
+        check_with(&cfg, 1 << 20, "syn 0; seg 11 kkkk; seg 5 ee", "gap:4 'ee'");
+        // A single segment larger than the limit still gets through, after the hole before it.
+        check_with(
+            &cfg,
+            1 << 20,
+            "syn 0; seg 1 a; seg 3 cdefgh",
+            "'a' gap:1 'cdefgh'",
+        );
+    }
+
+    #[test]
+    fn segment_limit_gives_up_the_earliest_hole() {
+        let cfg = limits(1 << 20, 2);
+        let o = check_with(
+            &cfg,
+            1 << 20,
+            "syn 0; seg 3 c; seg 5 e; seg 7 g; flush",
+            "gap:2 'c' gap:1 'e' gap:1 'g'",
+        );
+        assert_eq!(o.stats.buffer_limit_hits, 1);
+        // Appends do not count as new segments.
+        let o = check_with(
+            &cfg,
+            1 << 20,
+            "syn 0; seg 3 c; seg 4 d; seg 5 e; seg 7 g; seg 1 ab; flush",
+            "'abcde' gap:1 'g'",
+        );
+        assert_eq!(o.stats.buffer_limit_hits, 0);
+    }
+
+    #[test]
+    fn memcap_is_never_exceeded_and_growth_falls_back_to_exact() {
+        let cap = SEGMENT_OVERHEAD_BYTES + 3;
+        // 'a' costs 1 + overhead, 'b' doubles to 2, 'c' cannot double to 4 so grows to exactly 3,
+        // and 'd' does not fit at all: the hole is given up and 'd' follows directly.
+        let o = check_with(
+            &limits(1 << 20, 100),
+            cap,
+            "syn 0; seg 3 a; seg 4 b; seg 5 c",
+            "",
+        );
+        assert_eq!(o.budget.used(), cap);
+        let o = check_with(
+            &limits(1 << 20, 100),
+            cap,
+            "syn 0; seg 3 a; seg 4 b; seg 5 c; seg 6 d",
+            "gap:2 'abcd'",
+        );
+        assert_eq!(o.stats.memcap_hits, 1);
+        assert_eq!(o.budget.used(), 0);
+    }
+
+    #[test]
+    fn memcap_is_shared_between_streams() {
+        let cfg = StreamConfig::default();
+        let mut budget = MemBudget::new(2 * (SEGMENT_OVERHEAD_BYTES + 4));
+        let (mut a, mut b) = (Stream::new(), Stream::new());
+        let (mut sa, mut sb) = (StreamStats::default(), StreamStats::default());
+        let (mut ea, mut eb) = (Vec::new(), Vec::new());
+        a.on_syn(SeqNum(0));
+        b.on_syn(SeqNum(0));
+        for (at, text) in [(3, "cccc"), (10, "jjjj")] {
+            let mut ctx = StreamCtx {
+                cfg: &cfg,
+                budget: &mut budget,
+                stats: &mut sa,
+            };
+            a.on_segment(SeqNum(at), text.as_bytes(), false, &mut ctx, &mut |e| {
+                ea.push(Owned::from(e))
+            });
+        }
+        assert_eq!(budget.used(), budget.memcap_bytes());
+        // B holds nothing to give up: its own hole becomes the gap and its data goes straight out.
+        let mut ctx = StreamCtx {
+            cfg: &cfg,
+            budget: &mut budget,
+            stats: &mut sb,
+        };
+        b.on_segment(SeqNum(3), b"xx", false, &mut ctx, &mut |e| {
+            eb.push(Owned::from(e))
+        });
+        assert_eq!(render(&eb), "gap:2 'xx'");
+        assert_eq!(sb.memcap_hits, 1);
+        // A gives up its earliest hole to make room for its next out-of-order segment.
+        let mut ctx = StreamCtx {
+            cfg: &cfg,
+            budget: &mut budget,
+            stats: &mut sa,
+        };
+        a.on_segment(SeqNum(20), b"tttt", false, &mut ctx, &mut |e| {
+            ea.push(Owned::from(e))
+        });
+        assert_eq!(render(&ea), "gap:2 'cccc'");
+        assert_eq!(sa.memcap_hits, 1);
+        assert!(budget.used() <= budget.memcap_bytes());
+        for (s, st) in [(&mut a, &mut sa), (&mut b, &mut sb)] {
+            let mut ctx = StreamCtx {
+                cfg: &cfg,
+                budget: &mut budget,
+                stats: st,
+            };
+            s.flush(&mut ctx, &mut |_| {});
+        }
+        assert_eq!(budget.used(), 0);
+        let mut total = StreamStats::default();
+        total.add(&sa);
+        total.add(&sb);
+        assert_eq!(total.memcap_hits, 2);
+        assert_eq!(
+            total.delivered_bytes,
+            sa.delivered_bytes + sb.delivered_bytes
+        );
+    }
+
+    #[test]
+    fn anomaly_names_are_snake_case() {
+        for (a, name) in [
+            (TcpAnomaly::OverlapMismatch, "overlap_mismatch"),
+            (TcpAnomaly::DataAfterFin, "data_after_fin"),
+            (TcpAnomaly::InconsistentFin, "inconsistent_fin"),
+            (TcpAnomaly::SegmentOutOfWindow, "segment_out_of_window"),
+            (TcpAnomaly::AckOutOfWindow, "ack_out_of_window"),
+        ] {
+            assert_eq!(a.name(), name);
+        }
+    }
+}
