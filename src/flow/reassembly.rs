@@ -1054,4 +1054,245 @@ mod tests {
             assert_eq!(a.name(), name);
         }
     }
+
+    // ---- Model-based property tests against a byte-map oracle ----
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// A segment: stream offset (0 = the byte after the ISN), payload, FIN flag.
+        Seg(usize, Vec<u8>, bool),
+        /// A peer acknowledgement of everything before this stream offset.
+        Ack(usize),
+    }
+
+    #[derive(Clone, Debug)]
+    struct Case {
+        len: usize,
+        isn: u32,
+        syn: bool,
+        /// Some segment carries bytes that differ from the true stream.
+        corrupted: bool,
+        /// Some slice of the true stream was never put on the schedule.
+        lossy: bool,
+        steps: Vec<Step>,
+    }
+
+    /// A true byte stream cut into consecutive chunks (some lost, the last one maybe with the
+    /// FIN), plus duplicate and overlapping extras (some corrupted), plus ACKs, all shuffled.
+    /// ISNs cluster just below 2^32 so most streams cross the wrap.
+    fn case_strategy(max_acks: usize) -> impl Strategy<Value = Case> {
+        (
+            prop::collection::vec(any::<u8>(), 0..3000),
+            prop_oneof![3 => (u32::MAX - 6000)..=u32::MAX, 1 => any::<u32>()],
+            any::<bool>(),
+            any::<bool>(),
+            prop::collection::vec((1usize..400, prop::bool::weighted(0.05)), 1..60),
+            prop::collection::vec((0.0f64..1.0, 0usize..500, prop::bool::weighted(0.3)), 0..24),
+            prop::collection::vec(0.0f64..1.0, 0..=max_acks),
+        )
+            .prop_flat_map(|(data, isn, syn, fin, chunks, extras, acks)| {
+                let len = data.len();
+                let (mut steps, mut lossy, mut corrupted) = (Vec::new(), false, false);
+                let mut pos = 0;
+                for &(size, lost) in &chunks {
+                    if pos >= len {
+                        break;
+                    }
+                    let end = (pos + size).min(len);
+                    if lost {
+                        lossy = true;
+                    } else {
+                        steps.push(Step::Seg(pos, data[pos..end].to_vec(), fin && end == len));
+                    }
+                    pos = end;
+                }
+                if pos < len || len == 0 {
+                    steps.push(Step::Seg(pos, data[pos..].to_vec(), fin));
+                }
+                for &(frac, elen, corrupt) in &extras {
+                    let start = ((frac * len as f64) as usize).min(len);
+                    let end = (start + elen).min(len);
+                    let mut bytes = data[start..end].to_vec();
+                    if corrupt {
+                        bytes.iter_mut().for_each(|b| *b ^= 0x5a);
+                        corrupted |= !bytes.is_empty();
+                    }
+                    steps.push(Step::Seg(start, bytes, false));
+                }
+                for &frac in &acks {
+                    steps.push(Step::Ack(((frac * (len + 1) as f64) as usize).min(len)));
+                }
+                Just(steps).prop_shuffle().prop_map(move |steps| Case {
+                    len,
+                    isn,
+                    syn,
+                    corrupted,
+                    lossy,
+                    steps,
+                })
+            })
+    }
+
+    struct Run {
+        /// Events tagged with the index of the step that produced them (`steps.len()` = flush).
+        events: Vec<(usize, Owned)>,
+        stats: StreamStats,
+        stream: Stream,
+        budget: MemBudget,
+    }
+
+    /// Feeds a case to one stream, asserting the limits after every step, then flushes.
+    fn run(case: &Case, cfg: &StreamConfig, memcap: usize) -> Result<Run, TestCaseError> {
+        let mut stream = Stream::new();
+        let mut stats = StreamStats::default();
+        let mut budget = MemBudget::new(memcap);
+        let mut events = Vec::new();
+        if case.syn {
+            stream.on_syn(SeqNum(case.isn));
+        }
+        let first = SeqNum(case.isn).add(1);
+        for (i, step) in case
+            .steps
+            .iter()
+            .chain([&Step::Ack(usize::MAX)])
+            .enumerate()
+        {
+            let mut ctx = StreamCtx {
+                cfg,
+                budget: &mut budget,
+                stats: &mut stats,
+            };
+            let mut out = |ev: StreamEvent<'_>| events.push((i, Owned::from(ev)));
+            match step {
+                Step::Seg(at, bytes, fin) => {
+                    stream.on_segment(first.add(*at as u32), bytes, *fin, &mut ctx, &mut out)
+                }
+                Step::Ack(usize::MAX) => stream.flush(&mut ctx, &mut out),
+                Step::Ack(at) => stream.on_peer_ack(first.add(*at as u32), &mut ctx, &mut out),
+            }
+            prop_assert!(budget.used() <= memcap);
+            prop_assert!(stream.buffered_bytes() <= cfg.max_buffered_bytes);
+            prop_assert!(stream.segs.len() <= cfg.max_segments);
+        }
+        Ok(Run {
+            events,
+            stats,
+            stream,
+            budget,
+        })
+    }
+
+    /// Checks a run against the byte map of first arrivals. Returns whether any gap was seen.
+    fn check_against_oracle(case: &Case, run: &Run) -> Result<bool, TestCaseError> {
+        // Where the stream starts: after the SYN, or at the first segment (midstream pickup).
+        let Some(start_step) = case.steps.iter().position(|s| matches!(s, Step::Seg(..))) else {
+            prop_assert!(run.events.is_empty());
+            return Ok(false);
+        };
+        let base = match (&case.syn, &case.steps[start_step]) {
+            (false, Step::Seg(at, ..)) => *at,
+            _ => 0,
+        };
+        // The oracle: for each stream position, the first byte seen there and when.
+        let mut first: Vec<Option<(u8, usize)>> = vec![None; case.len];
+        let (mut end, mut fin_seen) = (base, false);
+        for (i, step) in case.steps.iter().enumerate() {
+            match step {
+                Step::Seg(at, bytes, fin) => {
+                    for (k, &b) in bytes.iter().enumerate() {
+                        if at + k >= base && first[at + k].is_none() {
+                            first[at + k] = Some((b, i));
+                        }
+                    }
+                    end = end.max(at + bytes.len());
+                    fin_seen |= *fin;
+                }
+                Step::Ack(at) if case.syn || i > start_step => end = end.max(*at),
+                Step::Ack(_) => {}
+            }
+        }
+
+        let (mut pos, mut fin, mut gaps) = (base, false, false);
+        for (i, ev) in &run.events {
+            match ev {
+                Owned::Data(d) => {
+                    prop_assert!(!fin, "data after Fin");
+                    for &b in d {
+                        let Some(Some((want, _))) = first.get(pos) else {
+                            return Err(TestCaseError::fail(format!("byte {pos} never arrived")));
+                        };
+                        prop_assert_eq!(b, *want, "byte {} is not the first copy", pos);
+                        pos += 1;
+                    }
+                }
+                Owned::Gap(n) => {
+                    prop_assert!(!fin && *n > 0, "empty gap or gap after Fin");
+                    gaps = true;
+                    for p in pos..pos + *n as usize {
+                        prop_assert!(p < case.len, "gap past the end of the stream");
+                        // A byte we held is never given up: it must have arrived after the gap.
+                        if let Some((_, arrived)) = first[p] {
+                            prop_assert!(arrived > *i, "byte {} arrived before its gap", p);
+                        }
+                    }
+                    pos += *n as usize;
+                }
+                Owned::Fin => {
+                    prop_assert!(fin_seen && !fin && pos == case.len, "misplaced Fin");
+                    fin = true;
+                }
+                Owned::Anomaly(a) => {
+                    prop_assert_eq!(*a, TcpAnomaly::OverlapMismatch);
+                    prop_assert!(case.corrupted, "mismatch reported without corruption");
+                }
+            }
+        }
+        prop_assert_eq!(pos, end, "delivery did not cover the stream");
+        prop_assert_eq!(fin, fin_seen);
+
+        let data: u64 = run
+            .events
+            .iter()
+            .map(|(_, e)| match e {
+                Owned::Data(d) => d.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        prop_assert_eq!(run.stream.delivered(), data);
+        prop_assert_eq!(run.stats.delivered_bytes, data);
+        prop_assert_eq!(run.stats.gap_bytes, (end - base) as u64 - data);
+        prop_assert_eq!(run.budget.used(), 0);
+        prop_assert_eq!(run.stream.buffered_bytes(), 0);
+        Ok(gaps)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Generous limits, no ACKs: the output is fully determined by the byte map. Every
+        /// received position is `Data` with its first copy, every other one is inside a `Gap`,
+        /// and a loss-free schedule has no gaps at all.
+        #[test]
+        fn reassembly_matches_byte_map_oracle(case in case_strategy(0)) {
+            let run = run(&case, &StreamConfig::default(), 64 << 20)?;
+            let gaps = check_against_oracle(&case, &run)?;
+            prop_assert!(case.lossy || !gaps, "gap without loss");
+            prop_assert_eq!(run.stats.dropped_segments + run.stats.buffer_limit_hits, 0);
+        }
+
+        /// Tight limits, a tiny memcap and ACKs racing the data: gaps may now appear early, but
+        /// memory stays under its caps at every step, nothing held is ever given up, and every
+        /// byte delivered is still the first copy.
+        #[test]
+        fn reassembly_under_pressure_keeps_its_invariants(
+            case in case_strategy(6),
+            max_buffered_bytes in 0usize..600,
+            max_segments in 1usize..8,
+            memcap in 0usize..1200,
+        ) {
+            let cfg = limits(max_buffered_bytes, max_segments);
+            let run = run(&case, &cfg, memcap)?;
+            check_against_oracle(&case, &run)?;
+        }
+    }
 }
