@@ -20,6 +20,10 @@
 //!   its charge stays in the budget.
 //! - No clock, no I/O, no panics on any input; every limit is a [`StreamConfig`] field with a
 //!   policy and a counter in [`StreamStats`].
+//!
+//! Deliberately absent: comparing retransmissions with bytes already delivered (those are gone;
+//! only overlaps with still-buffered bytes are checked), RST and connection state (the flow
+//! table's job), urgent data, and PAWS/timestamp checks.
 
 use super::seq::SeqNum;
 use std::collections::BTreeMap;
@@ -283,10 +287,13 @@ impl Stream {
         if self.started && (self.next != 0 || !self.segs.is_empty() || self.fin_at.is_some()) {
             return;
         }
-        self.started = true;
-        self.isn = Some(isn);
-        self.next = 0;
-        self.next_seq = isn.add(1);
+        // Nothing is held (checked above), so starting afresh leaks no budget.
+        *self = Stream {
+            started: true,
+            isn: Some(isn),
+            next_seq: isn.add(1),
+            ..Stream::default()
+        };
     }
 
     /// One segment from this direction's sender, in capture order. `fin` is the segment's FIN
@@ -339,7 +346,7 @@ impl Stream {
         }
         let next = i128::from(self.next);
         if end > i128::from(self.seen_end) {
-            // `end` is within 2^31 + payload of `next` and positive here.
+            // `end` is above `seen_end >= 0` and within 2^31 + payload of `next`: it fits u64.
             self.seen_end = end as u64;
         }
         let start = seg_start.max(next);
@@ -801,6 +808,8 @@ mod tests {
         check("syn 100; seg 101 ab; syn 500; seg 103 c", "'abc'");
         // Nor once data is buffered.
         check("syn 100; seg 105 ef; syn 500; seg 101 abcd", "'abcdef'");
+        // What a bare ACK taught about the old start is forgotten on restart.
+        check("seg 7 -; seg 12 -; syn 100; seg 101 ab; flush", "'ab'");
     }
 
     #[test]
