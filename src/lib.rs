@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod common;
+pub mod flow;
 pub mod http;
 pub mod synth;
 pub mod transaction;

@@ -1,0 +1,2 @@
+pub mod reassembly;
+pub mod seq;
