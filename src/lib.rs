@@ -5,9 +5,12 @@
 //! See ARCHITECTURE.md for the code map and its invariants.
 
 pub mod capture;
+pub mod cli;
 pub mod common;
+pub mod engine;
 pub mod flow;
 pub mod http;
 pub mod synth;
+pub mod telemetry;
 pub mod transaction;
 pub mod wire;

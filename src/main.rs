@@ -1,3 +1,10 @@
+use clap::Parser;
+
 fn main() {
-    println!("apitap");
+    let cli = apitap::cli::Cli::parse();
+    if let Err(e) = apitap::cli::run(cli) {
+        // One line naming what failed and why; details of the chain joined with ": ".
+        eprintln!("apitap: error: {e:#}");
+        std::process::exit(1);
+    }
 }

@@ -1,0 +1,171 @@
+//! Command-line front end: parses flags into validated settings and runs the commands.
+//!
+//! Only this layer (with `capture`) touches files, the terminal and the wall clock; the engine
+//! below it is pure.
+
+pub mod output;
+
+use crate::capture::OfflineSource;
+use crate::engine::{Engine, EngineConfig, EngineStats};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use output::{FlowWriter, Format};
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser, Debug)]
+#[command(name = "apitap", version, about = "Passive API security sensor", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the HTTP transactions found in capture files.
+    Flows(FlowsArgs),
+    /// Write a synthetic API traffic capture (and its ground truth) with apitap's generator.
+    Generate(GenerateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FlowsArgs {
+    /// pcap or pcapng files; several are merged in timestamp order.
+    #[arg(required = true)]
+    pub pcaps: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub format: Format,
+    /// Do not print the summary on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GenerateArgs {
+    /// Scenario to generate.
+    #[arg(long, default_value = "basic")]
+    pub scenario: String,
+    /// Output pcap file.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Ground-truth JSON Lines file (one object per transaction).
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+    /// Seed of the deterministic generator.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Keep generating until the capture reaches this many megabytes (10^6 bytes).
+    #[arg(long)]
+    pub size_mb: Option<u64>,
+    /// Write every bundled capture into this directory instead.
+    #[arg(long, conflicts_with = "out")]
+    pub bundled: Option<PathBuf>,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Flows(a) => flows(a),
+        Command::Generate(a) => generate(a),
+    }
+}
+
+fn flows(args: FlowsArgs) -> Result<()> {
+    let started = Instant::now();
+    let mut source = OfflineSource::open(&args.pcaps)?;
+    let mut engine = Engine::new(EngineConfig::default());
+    let stdout = io::stdout().lock();
+    let mut writer = FlowWriter::new(BufWriter::with_capacity(1 << 16, stdout), args.format);
+    let mut batch = Vec::with_capacity(64);
+    let mut packets = 0u64;
+    let mut bytes = 0u64;
+    while let Some(pkt) = source.next_packet() {
+        packets += 1;
+        bytes += pkt.orig_len as u64;
+        engine.process(&pkt, &mut batch);
+        for t in batch.drain(..) {
+            writer.write(&t).context("writing output")?;
+        }
+    }
+    engine.finish(&mut batch);
+    for t in batch.drain(..) {
+        writer.write(&t).context("writing output")?;
+    }
+    writer.flush().context("writing output")?;
+    if !args.quiet {
+        let elapsed = started.elapsed().as_secs_f64();
+        print_summary(&engine.stats(), packets, bytes, elapsed);
+    }
+    Ok(())
+}
+
+fn print_summary(s: &EngineStats, packets: u64, bytes: u64, elapsed: f64) {
+    let secs = elapsed.max(1e-9);
+    let mut e = io::stderr().lock();
+    let _ = writeln!(
+        e,
+        "apitap: {packets} packets, {bytes} bytes, {} flows, {} transactions, {} gaps ({} bytes) in {:.3} s: {:.3} Gbps, {:.0} packets/s, {:.0} transactions/s",
+        s.flow.created,
+        s.transactions,
+        s.stream.gaps,
+        s.stream.gap_bytes,
+        elapsed,
+        bytes as f64 * 8.0 / secs / 1e9,
+        packets as f64 / secs,
+        s.transactions as f64 / secs,
+    );
+    let anomalies = crate::telemetry::anomaly_counts(s);
+    if !anomalies.is_empty() {
+        let list: Vec<String> = anomalies.iter().map(|(n, c)| format!("{n}={c}")).collect();
+        let _ = writeln!(e, "apitap: anomalies: {}", list.join(" "));
+    }
+    let skipped = crate::telemetry::skip_counts(s);
+    if !skipped.is_empty() {
+        let list: Vec<String> = skipped.iter().map(|(n, c)| format!("{n}={c}")).collect();
+        let _ = writeln!(e, "apitap: skipped: {}", list.join(" "));
+    }
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    use crate::synth;
+    if let Some(dir) = &args.bundled {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        synth::write_bundled_captures(dir)
+            .with_context(|| format!("{}: writing captures", dir.display()))?;
+        return Ok(());
+    }
+    let file = std::fs::File::create(&args.out)
+        .with_context(|| format!("{}: cannot create", args.out.display()))?;
+    let truth = match &args.truth {
+        Some(p) => Some(
+            std::fs::File::create(p).with_context(|| format!("{}: cannot create", p.display()))?,
+        ),
+        None => None,
+    };
+    let scenario = synth::Scenario::from_name(&args.scenario).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--scenario {}: unknown; one of: {}",
+            args.scenario,
+            synth::Scenario::ALL
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let mut opts = synth::GenOptions::new(scenario, args.seed);
+    opts.target_bytes = args.size_mb.map(|m| m.saturating_mul(1_000_000));
+    let summary = synth::generate(&opts, file, truth)
+        .with_context(|| format!("{}: writing capture", args.out.display()))?;
+    eprintln!(
+        "apitap: wrote {} packets, {} bytes, {} transactions in {} connections to {}",
+        summary.packets,
+        summary.bytes,
+        summary.transactions,
+        summary.connections,
+        args.out.display()
+    );
+    Ok(())
+}
