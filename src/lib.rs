@@ -6,5 +6,6 @@
 
 pub mod capture;
 pub mod common;
+pub mod inventory;
 pub mod transaction;
 pub mod wire;
