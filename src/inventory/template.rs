@@ -892,15 +892,23 @@ struct Node {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     methods: BTreeMap<String, u64>,
     /// Observations that continued through a literal value at the next position.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     through: u64,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     literals: BTreeMap<String, Lit>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     params: BTreeMap<ParamKind, Node>,
     /// The next position folded by cardinality (sticky).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     folded: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn count_nodes(n: &Node) -> usize {
@@ -1288,7 +1296,10 @@ impl RouteLearner {
                 (Seg::Lit(s), Some(n)) => {
                     let lit = n.literals.get(s);
                     let stable = lit.is_some_and(|l| is_stable(&self.config, l.hits, n.through));
-                    if n.folded && !stable {
+                    // Values a full position could not track were learned as parameters.
+                    let untracked =
+                        lit.is_none() && n.literals.len() >= self.config.max_tracked_values;
+                    if (n.folded && !stable) || untracked {
                         let distinct = u32::try_from(n.literals.len()).unwrap_or(u32::MAX);
                         (
                             ParamKind::Param.placeholder(),
@@ -1828,6 +1839,30 @@ mod tests {
         assert_eq!(
             l.template_of("h", "GET", "/users/zzz").path,
             "/users/{param}"
+        );
+    }
+
+    #[test]
+    fn values_past_the_tracking_cap_are_parameters_even_unfolded() {
+        let cfg = RouteConfig {
+            max_tracked_values: 21,
+            ..RouteConfig::default()
+        };
+        let mut l = RouteLearner::new(cfg);
+        for name in names(21) {
+            for _ in 0..5 {
+                l.observe("h", "GET", &format!("/api/{name}"));
+            }
+        }
+        l.observe("h", "GET", "/api/newcomer");
+        assert_eq!(l.counters().positions_folded, 0);
+        assert_eq!(l.counters().values_untracked, 1);
+        check(
+            &l,
+            &[
+                ("/api/useraname", "/api/useraname"),
+                ("/api/newcomer", "/api/{param}"),
+            ],
         );
     }
 
