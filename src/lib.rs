@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod common;
+pub mod identity;
 pub mod synth;
 pub mod transaction;
 pub mod wire;
