@@ -137,13 +137,14 @@ impl IdentityConfig {
                 });
             }
         }
-        for (key, list) in [("api_key_headers", &self.api_key_headers)] {
-            if let Some(bad) = list.iter().find(|s| !s.bytes().all(is_header_name_byte)) {
-                return Err(IdentityError::InvalidName {
-                    key,
-                    value: bad.clone(),
-                });
-            }
+        // Header names are matched against the wire, so one that cannot be a field name
+        // (a space, a colon) is a typo that would silently match nothing.
+        let not_a_header = |s: &&String| !s.bytes().all(is_header_name_byte);
+        if let Some(bad) = self.api_key_headers.iter().find(not_a_header) {
+            return Err(IdentityError::InvalidName {
+                key: "api_key_headers",
+                value: bad.clone(),
+            });
         }
         if self.max_jwt_bytes == 0 {
             return Err(IdentityError::ZeroLimit {
@@ -418,7 +419,8 @@ impl IdentityExtractor {
         })
     }
 
-    /// How many requests raised `anomaly` so far (`apitap_identity_<name>_total`).
+    /// How many requests raised `anomaly` so far; meant for export as
+    /// `apitap_identity_anomalies_total{anomaly="<name>"}`.
     pub fn anomaly_count(&self, anomaly: IdentityAnomaly) -> u64 {
         self.anomaly_counts
             .get(anomaly.index())

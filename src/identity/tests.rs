@@ -857,6 +857,42 @@ fn header_value() -> impl Strategy<Value = Vec<u8>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
+    /// A chain of hops (each trusted or not) gives the same client in XFF and Forwarded form,
+    /// and that client is the rightmost untrusted hop, or the leftmost one if all are trusted.
+    #[test]
+    fn xff_and_forwarded_agree_with_the_chain_oracle(
+        chain in proptest::collection::vec((any::<bool>(), 1u8..=254, any::<bool>()), 1..6),
+    ) {
+        let x = extractor(&proxy_cfg());
+        let addr = |(trusted, n, v6): (bool, u8, bool)| -> IpAddr {
+            match (trusted, v6) {
+                (true, false) => [10, 9, 9, n].into(),
+                (false, false) => [198, 51, 100, n].into(),
+                (true, true) => format!("2001:db8:ffff::{n:x}").parse().unwrap(),
+                (false, true) => format!("2001:db8:1::{n:x}").parse().unwrap(),
+            }
+        };
+        let hops: Vec<IpAddr> = chain.iter().copied().map(addr).collect();
+        let oracle = chain
+            .iter()
+            .rposition(|(trusted, _, _)| !trusted)
+            .map_or(hops[0], |i| hops[i]);
+        let xff = hops.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", ");
+        let fwd = hops
+            .iter()
+            .map(|h| match h {
+                IpAddr::V4(a) => format!("for={a}:1234;proto=https"),
+                IpAddr::V6(a) => format!("for=\"[{a}]:1234\";proto=https"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        for (name, value) in [("X-Forwarded-For", xff), ("Forwarded", fwd)] {
+            let id = x.extract(&tx("10.0.0.1", "/", &[(name, value.as_bytes())]));
+            prop_assert_eq!(id.client_ip, oracle, "{}: {}", name, value);
+            prop_assert!(id.flags.is_empty());
+        }
+    }
+
     /// Whatever the headers and target, extraction returns, and the result is consistent.
     #[test]
     fn random_header_values_never_panic(
