@@ -10,6 +10,7 @@ pub mod common;
 pub mod engine;
 pub mod flow;
 pub mod http;
+pub mod identity;
 pub mod inventory;
 pub mod synth;
 pub mod telemetry;
