@@ -1510,9 +1510,11 @@ mod tests {
     }
 
     /// Inputs built to make a careless scanner quadratic: every candidate re-reading one long
-    /// value. A linear scan takes milliseconds; a quadratic one, minutes.
+    /// value. A linear scan takes milliseconds; a quadratic one would stall the suite for
+    /// minutes. Speed itself is measured in `benches/`, not asserted here (shared machines are
+    /// noisy); this test pins that such inputs are scanned without panicking and count sanely.
     #[test]
-    fn adversarial_inputs_scan_in_linear_time() {
+    fn adversarial_inputs_are_scanned() {
         let n = 256 * 1024;
         let inputs = [
             "pwd=".repeat(n / 4),
@@ -1523,10 +1525,10 @@ mod tests {
             "%40a".repeat(n / 4),
         ];
         for input in &inputs {
-            let t = std::time::Instant::now();
             let mut c = SensitiveCounts::default();
             classify(input.as_bytes(), &mut c);
-            assert!(t.elapsed().as_secs() < 10, "{:?}...", input.get(..16));
+            let total: u64 = c.iter().map(|(_, n)| u64::from(n)).sum();
+            assert!(total <= input.len() as u64, "{:?}...", input.get(..16));
         }
     }
 
