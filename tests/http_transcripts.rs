@@ -501,6 +501,7 @@ transcripts!(
     lenient_heads,
     gap_in_body,
     gap_resync,
+    resync_midline,
     gap_lost_response,
     gap_lost_request,
     gap_other_states,

@@ -424,7 +424,7 @@ impl HttpConn {
                 half.clear_head();
                 return take;
             }
-            let accepted = if half.is_request() {
+            let mut accepted = if half.is_request() {
                 match parser::parse_request_line(line) {
                     Some(r) => !(r.simple && half.resyncing),
                     None => false,
@@ -432,6 +432,22 @@ impl HttpConn {
             } else {
                 parser::parse_status_line(line).is_some()
             };
+            if !accepted {
+                if let Some(k) = parser::embedded_message_start(line, half.is_request()) {
+                    // Junk, then a message start on the same line: the tail of a body we
+                    // joined midstream (or lost framing of), followed by the next message.
+                    stats.junk_bytes = stats.junk_bytes.saturating_add(k as u64);
+                    if !half.resyncing {
+                        let mut flags = std::mem::take(&mut half.flags);
+                        raise(&mut flags, stats, HttpAnomaly::JunkBeforeMessage);
+                        half.flags = flags;
+                    }
+                    let start = half.line_start.saturating_add(k).min(half.buf.len());
+                    half.buf.drain(..start);
+                    half.line_start = 0;
+                    accepted = true;
+                }
+            }
             if accepted {
                 half.have_start = true;
                 half.resyncing = false;

@@ -283,6 +283,49 @@ pub fn is_full_request_line(line: &[u8]) -> bool {
     parse_request_line(line).is_some_and(|r| !r.simple)
 }
 
+/// Methods recognised inside a line when resynchronising: a message that starts right after the
+/// end of a body we joined midstream has no line break before it.
+const EMBEDDED_METHODS: &[&[u8]] = &[
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"PATCH ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
+/// Offset inside `line` (never 0) at which a full request line (`to_server`) or a status line
+/// begins after other bytes, e.g. `..."}GET /x HTTP/1.1`. The earliest such start wins.
+pub fn embedded_message_start(line: &[u8], to_server: bool) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    let needles: &[&[u8]] = if to_server {
+        EMBEDDED_METHODS
+    } else {
+        &[b"HTTP/1."]
+    };
+    for needle in needles {
+        for pos in memchr::memmem::find_iter(line, needle) {
+            if pos == 0 || best.is_some_and(|b| pos >= b) {
+                continue;
+            }
+            let rest = line.get(pos..).unwrap_or(b"");
+            let ok = if to_server {
+                is_full_request_line(rest)
+            } else {
+                parse_status_line(rest).is_some()
+            };
+            if ok {
+                best = Some(pos);
+                break;
+            }
+        }
+    }
+    best
+}
+
 /// Parses a status line leniently (line ending optional). `None` when it does not look like one.
 pub fn parse_status_line(line: &[u8]) -> Option<StatusLine> {
     let line = strip_eol(line);
