@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB="${1:-1100}"
 DIR="${BENCH_DIR:-/tmp/apitap-bench}"
-PEERS="${BENCH_PEERS:-tshark suricata}"
+PEERS="${BENCH_PEERS:-suricata tshark}"
 mkdir -p "$DIR"
 
 if [ "${BENCH_INSTALL:-0}" = 1 ]; then
@@ -35,10 +35,12 @@ if [ ! -f "$PCAP" ]; then
 fi
 BYTES=$(stat -c %s "$PCAP")
 
-# Runs a command under GNU time; prints "seconds peak_kb".
+# Runs a command under GNU time with stdout to $OUT and stderr to $ERR; prints "seconds peak_kb".
+OUT="$DIR/stdout"
+ERR="$DIR/stderr"
 measure() {
-  local log="$DIR/time.$$"
-  /usr/bin/time -f '%e %M' -o "$log" "$@" >/dev/null 2>"$DIR/stderr.$$" || { cat "$DIR/stderr.$$" >&2; return 1; }
+  local log="$DIR/time"
+  /usr/bin/time -f '%e %M' -o "$log" "$@" >"$OUT" 2>"$ERR" || { tail -5 "$ERR" >&2; return 1; }
   cat "$log"
 }
 
@@ -53,9 +55,11 @@ PY
 
 command -v /usr/bin/time >/dev/null || { echo "needs GNU time (apt-get install time)" >&2; exit 1; }
 echo "capture: $PCAP ($BYTES bytes)"
-read -r SECS KB < <(measure "$BIN" flows --quiet "$PCAP")
-TX=$("$BIN" flows --quiet "$PCAP" | wc -l)
-PKTS=$("$BIN" flows "$PCAP" 2>&1 >/dev/null | sed -n 's/^apitap: \([0-9]*\) packets.*/\1/p' | head -1)
+# Output goes to /dev/null as in the issue's figure; the transaction count comes from the
+# summary line apitap prints on stderr.
+read -r SECS KB < <(OUT=/dev/null measure "$BIN" flows "$PCAP")
+PKTS=$(sed -n 's/^apitap: \([0-9]*\) packets.*/\1/p' "$ERR" | head -1)
+TX=$(sed -n 's/^apitap: .* flows, \([0-9]*\) transactions.*/\1/p' "$ERR" | head -1)
 report "apitap flows" "$SECS" "$KB" "$PKTS" "$TX"
 
 for peer in $PEERS; do
@@ -65,18 +69,18 @@ for peer in $PEERS; do
       read -r SECS KB < <(measure tshark -n -r "$PCAP" -d tcp.port==80,http -d tcp.port==8080,http \
         -Y 'http.request || http.response' -T fields -e frame.time_epoch -e ip.src -e http.request.method \
         -e http.host -e http.request.uri -e http.response.code)
-      TTX=$(tshark -n -r "$PCAP" -Y 'http.request' -T fields -e frame.number 2>/dev/null | wc -l)
+      TTX=$(awk -F'\t' '$3 != ""' "$OUT" | wc -l)
       report "tshark -Y http" "$SECS" "$KB" "$PKTS" "$TTX"
       ;;
     suricata)
       command -v suricata >/dev/null || { echo "suricata: not installed (BENCH_INSTALL=1)"; continue; }
       CONF="${SURICATA_CONF:-../shared/bench/suricata-http-only.yaml}"
       for mode in single autofp; do
-        OUT="$DIR/suricata-$mode"; rm -rf "$OUT"; mkdir -p "$OUT"
-        args=(-c "$CONF" --disable-detection -k none -r "$PCAP" -l "$OUT")
+        SDIR="$DIR/suricata-$mode"; rm -rf "$SDIR"; mkdir -p "$SDIR"
+        args=(-c "$CONF" --disable-detection -k none -r "$PCAP" -l "$SDIR")
         [ "$mode" = single ] && args+=(--runmode single)
         read -r SECS KB < <(measure suricata "${args[@]}")
-        STX=$(grep -c '"event_type":"http"' "$OUT/eve.json" || true)
+        STX=$(grep -c '"event_type":"http"' "$SDIR/eve.json" || true)
         report "suricata ($mode)" "$SECS" "$KB" "$PKTS" "$STX"
       done
       ;;

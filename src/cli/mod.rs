@@ -66,8 +66,24 @@ pub struct GenerateArgs {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Flows(a) => flows(a),
+        Command::Flows(a) => quiet_on_broken_pipe(flows(a)),
         Command::Generate(a) => generate(a),
+    }
+}
+
+/// Writing to a closed pipe (`apitap flows x.pcap | head`) ends the run quietly, like other
+/// Unix filters; every other output error is reported.
+fn quiet_on_broken_pipe(r: Result<()>) -> Result<()> {
+    match r {
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<io::Error>()
+                    .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(())
+        }
+        other => other,
     }
 }
 

@@ -95,6 +95,9 @@ pub struct FlowWriter<W: Write> {
     out: W,
     format: Format,
     rows: u64,
+    /// One rendered record, reused: serialising into memory keeps I/O errors (a closed pipe)
+    /// apart from serialisation errors.
+    line: Vec<u8>,
 }
 
 impl<W: Write> FlowWriter<W> {
@@ -103,6 +106,7 @@ impl<W: Write> FlowWriter<W> {
             out,
             format,
             rows: 0,
+            line: Vec::with_capacity(1024),
         }
     }
 
@@ -110,8 +114,10 @@ impl<W: Write> FlowWriter<W> {
         let rec = FlowRecord::new(t);
         match self.format {
             Format::Jsonl => {
-                serde_json::to_writer(&mut self.out, &rec).map_err(io::Error::other)?;
-                self.out.write_all(b"\n")?;
+                self.line.clear();
+                serde_json::to_writer(&mut self.line, &rec).map_err(io::Error::other)?;
+                self.line.push(b'\n');
+                self.out.write_all(&self.line)?;
             }
             Format::Table => {
                 if self.rows == 0 {

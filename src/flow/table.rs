@@ -72,8 +72,9 @@ pub struct FlowStats {
     pub tunnels: u64,
     /// Payload bytes seen after a flow stopped being parsed (tunnel, not HTTP).
     pub ignored_bytes: u64,
-    /// RST-only packets for unknown connections, not worth a flow.
-    pub stray_resets: u64,
+    /// Packets without payload or SYN for connections not in the table (the last ACK of a
+    /// connection already gone, a stray RST): not worth a flow.
+    pub untracked_packets: u64,
     /// TCP anomalies raised by reassembly, by name.
     pub tcp_anomalies: Vec<(&'static str, u64)>,
 }
@@ -222,8 +223,10 @@ impl FlowTable {
                 }
             }
             None => {
-                if seg.flags.rst() && seg.payload.is_empty() {
-                    self.stats.stray_resets += 1;
+                // Only a SYN or data opens a flow: a bare ACK, FIN or RST of a connection we do
+                // not track carries nothing to parse.
+                if !seg.flags.syn() && seg.payload.is_empty() {
+                    self.stats.untracked_packets += 1;
                     return;
                 }
                 self.create(key, src, dst, seg, ts, out)
@@ -231,22 +234,9 @@ impl FlowTable {
         };
         self.touch(slot, ts);
         self.feed(slot, src, seg, ts, out);
-        let done = match &self.slots[slot as usize] {
-            Some(f) => f.reset || (f.fin[0] && f.fin[1]),
-            None => false,
-        };
-        if done {
-            // Closed connections linger briefly (see `expire`) unless both sides are done
-            // delivering; both FINs delivered in order means nothing more can arrive.
-            let finished = self.slots[slot as usize]
-                .as_ref()
-                .map(|f| f.fin[0] && f.fin[1] && f.streams.iter().all(|s| s.buffered_bytes() == 0))
-                .unwrap_or(false);
-            if finished {
-                self.remove(slot, ts, out);
-                self.stats.closed += 1;
-            }
-        }
+        // A closed connection (both FINs or a RST) stays in the table for
+        // `closed_linger_secs`, so the last ACK and late retransmissions land on it instead of
+        // opening a bogus midstream flow; `expire` removes it.
     }
 
     /// Flushes every flow, oldest activity first. Call at end of input.
