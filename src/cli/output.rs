@@ -6,6 +6,7 @@
 
 use crate::transaction::{Headers, Transaction};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 /// The `apitap flows` JSON record.
@@ -20,16 +21,16 @@ pub struct FlowRecord<'a> {
     pub resp_p: u16,
     pub trans_depth: u32,
     pub method: Option<&'a str>,
-    pub host: Option<String>,
+    pub host: Option<Cow<'a, str>>,
     pub uri: Option<&'a str>,
     pub version: Option<&'static str>,
-    pub user_agent: Option<String>,
+    pub user_agent: Option<Cow<'a, str>>,
     pub request_body_len: u64,
     pub response_body_len: u64,
     pub status_code: Option<u16>,
     pub status_msg: Option<&'a str>,
-    pub request_content_type: Option<String>,
-    pub response_content_type: Option<String>,
+    pub request_content_type: Option<Cow<'a, str>>,
+    pub response_content_type: Option<Cow<'a, str>>,
     /// Seconds from request start to response end.
     pub duration: f64,
     pub flags: &'a [&'static str],
@@ -40,9 +41,13 @@ pub struct FlowRecord<'a> {
     pub response_wire_len: u64,
 }
 
-fn header_text(h: &Headers, name: &str) -> Option<String> {
-    h.get(name)
-        .map(|v| String::from_utf8_lossy(v).trim().to_string())
+/// A header value as text, trimmed; borrowed when it is valid UTF-8 (the common case), so a
+/// record costs no allocation per header.
+fn header_text<'a>(h: &'a Headers, name: &str) -> Option<Cow<'a, str>> {
+    h.get(name).map(|v| match String::from_utf8_lossy(v) {
+        Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
+        Cow::Owned(s) => Cow::Owned(s.trim().to_string()),
+    })
 }
 
 impl<'a> FlowRecord<'a> {

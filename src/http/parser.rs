@@ -554,12 +554,15 @@ fn version_of(v: Option<u8>) -> HttpVersion {
     }
 }
 
+/// Copies up to `max_headers` fields into one `Headers`. `bytes_hint` (the head's length) sizes
+/// the buffer once: growing it field by field was 9% of `apitap flows` (callgrind).
 fn push_fields<'a>(
-    fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    fields: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])>,
     max_headers: usize,
+    bytes_hint: usize,
     anomalies: &mut Vec<HttpAnomaly>,
 ) -> Headers {
-    let mut headers = Headers::new();
+    let mut headers = Headers::with_capacity(fields.len().min(max_headers), bytes_hint);
     for (name, value) in fields {
         if headers.len() >= max_headers {
             anomalies.push(HttpAnomaly::TooManyHeaders);
@@ -675,7 +678,7 @@ fn parse_head_fast(head: &[u8], request: bool, max_headers: usize) -> Option<Hea
     };
     let pairs = || fields.iter().map(|h| (h.name.as_bytes(), h.value));
     let framing = collect_framing(pairs(), &mut anomalies);
-    let headers = push_fields(pairs(), max_headers, &mut anomalies);
+    let headers = push_fields(pairs(), max_headers, head.len(), &mut anomalies);
     Some(Head {
         start,
         headers,
@@ -701,7 +704,7 @@ pub fn parse_head_lenient(head: &[u8], request: bool, max_headers: usize) -> Opt
     let fields = lenient_fields(block, &mut anomalies);
     let pairs = || fields.iter().map(|(n, v)| (n.as_slice(), v.as_slice()));
     let framing = collect_framing(pairs(), &mut anomalies);
-    let headers = push_fields(pairs(), max_headers, &mut anomalies);
+    let headers = push_fields(pairs(), max_headers, block.len(), &mut anomalies);
     Some(Head {
         start,
         headers,
