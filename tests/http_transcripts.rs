@@ -511,4 +511,12 @@ transcripts!(
     truncated,
     outside_flags,
     pathological,
+    http09_headers,
+    http09_next_line,
+    http09_answered,
+    response_before_request_end,
+    request_after_server_close,
+    chunk_size_lenient,
+    te_in_http10,
+    status_line_lenient,
 );

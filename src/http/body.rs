@@ -223,8 +223,15 @@ impl TransferDecoder {
                         continue;
                     }
                     match parse_chunk_size_line(&line) {
-                        Ok(0) => self.state = TState::Trailer,
-                        Ok(n) => self.state = TState::ChunkData(n),
+                        Ok(c) => {
+                            if c.junk {
+                                anomalies.push(HttpAnomaly::ChunkSizeJunk);
+                            }
+                            self.state = match c.size {
+                                0 => TState::Trailer,
+                                n => TState::ChunkData(n),
+                            };
+                        }
                         Err(e) => {
                             anomalies.push(e.anomaly());
                             self.state = TState::Done;

@@ -129,6 +129,11 @@ struct Half {
     head_ts: Timestamp,
     /// Skipping the rest of a line that was too long to hold.
     discard_line: bool,
+    /// Client side: `buf` holds an HTTP/0.9 request line (and maybe header lines after it) that
+    /// is complete unless a header block follows. The next line decides: a header field
+    /// continues the head, a blank line ends it, anything else starts the next message. Server
+    /// bytes, a gap or a close decide too: the request is complete as it stands.
+    simple_pending: bool,
     /// Framing was lost (gap, junk, oversize): only a full start line ends the search, and the
     /// skipped lines are not flagged one by one.
     resyncing: bool,
@@ -153,6 +158,7 @@ impl Half {
             have_start: false,
             head_ts: Timestamp::ZERO,
             discard_line: false,
+            simple_pending: false,
             resyncing: false,
             lost_budget: 0,
             flags: Vec::new(),
@@ -176,6 +182,7 @@ impl Half {
         self.buf.clear();
         self.line_start = 0;
         self.have_start = false;
+        self.simple_pending = false;
     }
 
     fn next_flag(&mut self, name: &'static str) {
@@ -297,6 +304,10 @@ impl HttpConn {
         cfg: &HttpConfig,
         stats: &mut HttpStats,
     ) {
+        if dir == Direction::ToClient && !data.is_empty() {
+            // The server answers: a 0.9 request still waiting for a header block is complete.
+            self.commit_simple(ts, cfg, stats);
+        }
         let mut rest = data;
         while !rest.is_empty() {
             let half = self.half(dir);
@@ -436,11 +447,10 @@ impl HttpConn {
                 half.have_start = true;
                 half.resyncing = false;
                 half.line_start = half.buf.len();
-                let simple = half.is_request()
+                // A versionless (0.9) request may still be followed by header lines, as Zeek
+                // reads them; the next line decides (see `simple_pending`).
+                half.simple_pending = half.is_request()
                     && parser::parse_request_line(&half.buf).is_some_and(|r| r.simple);
-                if simple {
-                    self.complete_head(dir, ts, cfg, stats);
-                }
             } else {
                 stats.junk_bytes = stats.junk_bytes.saturating_add(half.buf.len() as u64);
                 if !half.resyncing {
@@ -453,12 +463,37 @@ impl HttpConn {
             }
             return take;
         }
+        if half.simple_pending && !is_blank_line(line) {
+            if parser::looks_like_header_field(line) {
+                half.simple_pending = false;
+            } else {
+                // The 0.9 request ended with its own line; this one starts the next message.
+                self.commit_simple(ts, cfg, stats);
+                return take;
+            }
+        }
         if is_blank_line(line) {
             self.complete_head(dir, ts, cfg, stats);
         } else {
             half.line_start = half.buf.len();
         }
         take
+    }
+
+    /// Completes an HTTP/0.9 request waiting in `simple_pending` with the lines read so far; the
+    /// bytes after them (a partial or undecided line) are parsed again as the start of what
+    /// follows.
+    fn commit_simple(&mut self, ts: Timestamp, cfg: &HttpConfig, stats: &mut HttpStats) {
+        let half = &mut self.halves[0];
+        if !half.simple_pending || !matches!(half.state, State::Head) {
+            return;
+        }
+        let tail = half.buf.split_off(half.line_start.min(half.buf.len()));
+        half.simple_pending = false;
+        self.complete_head(Direction::ToServer, ts, cfg, stats);
+        if !tail.is_empty() {
+            self.feed(Direction::ToServer, &tail, ts, cfg, stats);
+        }
     }
 
     /// The head in `buf` would pass `max_header_bytes`.
@@ -647,6 +682,11 @@ impl HttpConn {
                 raise(&mut old.flags, stats, HttpAnomaly::ExcessivePipelining);
             }
         }
+        let mut entry = entry;
+        if self.halves[1].closed {
+            // The server has closed: no answer can come.
+            entry.resp = RespState::Never;
+        }
         self.queue.push_back(entry);
         let framing = match (framed, framing) {
             (true, Some(fr)) => fr,
@@ -694,9 +734,17 @@ impl HttpConn {
         for a in &head.anomalies {
             raise(&mut flags, stats, *a);
         }
+        self.take_unfinished_request(start, ts, cfg, stats);
         let id = self.pair_response(start, stats);
         let f = &head.framing;
-        let coding = content_coding(f.te_coding, f.content_encoding);
+        // Transfer-Encoding is HTTP/1.1; in an older response it is ignored for framing, as
+        // Chromium does (RFC 9112 §6.1 calls such framing faulty).
+        let te_applies = f.te_present && line.version == HttpVersion::Http11;
+        let coding = if te_applies {
+            content_coding(f.te_coding, f.content_encoding)
+        } else {
+            f.content_encoding
+        };
         let Some(e) = self.entry(id) else {
             return;
         };
@@ -706,9 +754,12 @@ impl HttpConn {
         let status = line.status;
         // A salvaged head (oversize, gap) is not trusted to switch protocols: its end is unknown.
         let tunnel = framed && (status == 101 || (e.connect && (200..300).contains(&status)));
+        if f.te_present && !te_applies {
+            raise(&mut e.flags, stats, HttpAnomaly::TransferEncodingInHttp10);
+        }
         let framing = if tunnel || e.head_method || status == 204 || status == 304 {
             Framing::NoBody
-        } else if f.te_present {
+        } else if te_applies {
             if f.te_chunked {
                 Framing::Chunked
             } else {
@@ -747,6 +798,37 @@ impl HttpConn {
         if !framed {
             self.halves[1].enter_resync(stats);
         }
+    }
+
+    /// A final response is starting and no request waits for it, but the client is in the middle
+    /// of a request head: the server has evidently taken that request as complete (or gave up on
+    /// it, as with a 400 to a head without its blank line), so the head is taken as it stands and
+    /// the rest of the client's head is skipped as the server skipped it.
+    fn take_unfinished_request(
+        &mut self,
+        start: Timestamp,
+        ts: Timestamp,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+    ) {
+        let waiting = self.queue.iter().any(|e| {
+            e.resp == RespState::Waiting && e.request.as_ref().is_some_and(|r| r.start <= start)
+        });
+        let c = &mut self.halves[0];
+        let unfinished = matches!(c.state, State::Head)
+            && c.have_start
+            && !c.discard_line
+            && c.line_start > 0
+            && c.head_ts <= start;
+        if waiting || !unfinished {
+            return;
+        }
+        let mut flags = std::mem::take(&mut c.flags);
+        raise(&mut flags, stats, HttpAnomaly::ResponseBeforeRequestEnd);
+        c.flags = flags;
+        c.next_flag(FLAG_PARTIAL);
+        self.salvage_head(Direction::ToServer, ts, cfg, stats);
+        self.halves[0].enter_resync(stats);
     }
 
     /// Chooses the entry a final response answers, creating one if it answers none.
@@ -1057,6 +1139,7 @@ impl HttpConn {
     ) {
         stats.gaps += 1;
         stats.gap_bytes = stats.gap_bytes.saturating_add(len);
+        self.commit_simple(ts, cfg, stats);
         self.release_held(dir, cfg, stats);
         let gap_flag = self.half(dir).gap_flag();
         let half = self.half(dir);
@@ -1136,6 +1219,7 @@ impl HttpConn {
         if self.half(dir).closed {
             return;
         }
+        self.commit_simple(ts, cfg, stats);
         self.release_held(dir, cfg, stats);
         let half = self.half(dir);
         half.closed = true;
@@ -1384,6 +1468,38 @@ mod tests {
             let evs: Vec<Ev> = chunks.into_iter().map(|(c, b)| Ev::Data(c, b)).collect();
             replay(&evs, 7, &cfg);
         }
+    }
+
+    #[test]
+    fn http09_request_keeps_the_header_block_that_follows_it() {
+        let cfg = HttpConfig::default();
+        let mut conn = HttpConn::new();
+        let mut stats = HttpStats::default();
+        let mut out = Vec::new();
+        let ts = Timestamp::ZERO;
+        let req = b"CCM_POST /HTTP/1.1\r\nHost: www.google.com\r\n\r\n";
+        for piece in req.chunks(5) {
+            conn.on_data(Direction::ToServer, piece, ts, &cfg, &mut stats, &mut out);
+        }
+        conn.on_data(
+            Direction::ToClient,
+            b"HTTP/1.0 400 Bad Request\r\n\r\n",
+            ts,
+            &cfg,
+            &mut stats,
+            &mut out,
+        );
+        conn.finish(ts, &cfg, &mut stats, &mut out);
+        assert_eq!(out.len(), 1);
+        let q = out[0].request.as_ref().unwrap();
+        assert_eq!(
+            (q.method.as_str(), q.uri.as_str()),
+            ("CCM_POST", "/HTTP/1.1")
+        );
+        assert_eq!(q.version, HttpVersion::Http09);
+        assert_eq!(q.headers.get("host"), Some(&b"www.google.com"[..]));
+        let r = out[0].response.as_ref().unwrap();
+        assert_eq!((r.status, r.body.len), (0, 28));
     }
 
     #[test]

@@ -194,7 +194,9 @@ mod tests {
             (b"GET /x\r\n", Sniff::Request),
             (b"HTTP/1.1 200 OK\r\n", Sniff::Response),
             (b"HTTP/1.", Sniff::Response),
-            (b"HTTP/1.1 OK\r\n", Sniff::Unknown),
+            // Every line that starts with `HTTP/` is a status line (see `parse_status_line`).
+            (b"HTTP/1.1 OK\r\n", Sniff::Response),
+            (b"HTTX/1.1 200 OK\r\n", Sniff::Unknown),
             (b"\x16\x03\x01\x00\xa5\x01", Sniff::Unknown),
             (b"SSH-2.0-OpenSSH_8.9\r\n", Sniff::Unknown),
             (b"", Sniff::Unknown),
