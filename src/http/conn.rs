@@ -22,6 +22,7 @@ use super::parser::{
     self, is_blank_line, parse_head, parse_head_lenient, Coding, ContentLength, Head, Parse,
     StartLine,
 };
+use super::socks::{self, Handshake, SocksVersion};
 use super::{HttpConfig, HttpStats};
 use crate::common::{Direction, Timestamp};
 use crate::transaction::{Body, ConnInfo, Headers, HttpVersion, Request, Response, Transaction};
@@ -37,6 +38,8 @@ pub const FLAG_RESPONSE_GAP: &str = "response_gap";
 pub const FLAG_BODY_TRUNCATED: &str = "body_truncated";
 /// Flag for the transaction that switched the connection into a tunnel.
 pub const FLAG_TUNNEL: &str = "tunnel";
+/// Flag for every transaction of a connection that opened with a SOCKS handshake.
+pub const FLAG_SOCKS: &str = "socks";
 
 /// The shortest complete response (`HTTP/1.1 200\n\n`): a gap shorter than this cannot hide
 /// one, so it cannot shift pairing.
@@ -218,6 +221,28 @@ fn raise(flags: &mut Vec<&'static str>, stats: &mut HttpStats, a: HttpAnomaly) {
     }
 }
 
+/// What the first bytes of the connection turned out to be.
+enum Prelude {
+    /// No client byte yet.
+    Probe,
+    /// The client opened with a SOCKS version byte: each side's bytes are held (at most
+    /// `max_socks_handshake_bytes`) until its handshake is complete, then dropped, and what
+    /// follows is HTTP.
+    Socks(Box<SocksPrelude>),
+    /// HTTP from here on.
+    Off,
+}
+
+struct SocksPrelude {
+    version: SocksVersion,
+    /// Handshake bytes held per direction (`Direction::index`).
+    held: [Vec<u8>; 2],
+    /// Packet time of the first held byte per direction.
+    ts: [Timestamp; 2],
+    /// That side's handshake is complete; its later bytes go straight to HTTP.
+    done: [bool; 2],
+}
+
 /// The HTTP state of one TCP connection. Cheap to create: nothing is allocated until bytes come.
 pub struct HttpConn {
     halves: [Half; 2],
@@ -225,6 +250,9 @@ pub struct HttpConn {
     next_id: u64,
     emitted: u32,
     tunnel: bool,
+    prelude: Prelude,
+    /// Flags for every transaction of the connection (`socks`).
+    conn_flags: Vec<&'static str>,
 }
 
 impl Default for HttpConn {
@@ -244,6 +272,8 @@ impl HttpConn {
             next_id: 0,
             emitted: 0,
             tunnel: false,
+            prelude: Prelude::Probe,
+            conn_flags: Vec::new(),
         }
     }
 
@@ -279,8 +309,136 @@ impl HttpConn {
         stats: &mut HttpStats,
         out: &mut Vec<Transaction>,
     ) {
-        self.feed(dir, data, ts, cfg, stats);
+        match self.prelude {
+            Prelude::Off => self.feed(dir, data, ts, cfg, stats),
+            _ => self.feed_prelude(dir, data, ts, cfg, stats),
+        }
         self.drain(out, cfg, stats, false);
+    }
+
+    /// Bytes at the start of the connection: a SOCKS handshake is skipped, anything else is HTTP.
+    fn feed_prelude(
+        &mut self,
+        dir: Direction,
+        data: &[u8],
+        ts: Timestamp,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+    ) {
+        if data.is_empty() {
+            return;
+        }
+        if let Prelude::Probe = self.prelude {
+            // SOCKS is client-first: a server speaking first, or any other first byte, is HTTP
+            // (or at least not SOCKS).
+            let version = match dir {
+                Direction::ToServer => data.first().and_then(|b| socks::version_of(*b)),
+                Direction::ToClient => None,
+            };
+            self.prelude = match version {
+                Some(version) => Prelude::Socks(Box::new(SocksPrelude {
+                    version,
+                    held: [Vec::new(), Vec::new()],
+                    ts: [ts; 2],
+                    done: [false; 2],
+                })),
+                None => Prelude::Off,
+            };
+        }
+        let Prelude::Socks(p) = &mut self.prelude else {
+            self.feed(dir, data, ts, cfg, stats);
+            return;
+        };
+        let i = dir.index();
+        if p.done.get(i).copied().unwrap_or(true) {
+            self.feed(dir, data, ts, cfg, stats);
+            return;
+        }
+        let Some(held) = p.held.get_mut(i) else {
+            return;
+        };
+        if held.len().saturating_add(data.len()) > cfg.max_socks_handshake_bytes {
+            // Longer than any real handshake: not SOCKS after all.
+            self.abandon_socks(cfg, stats);
+            self.feed(dir, data, ts, cfg, stats);
+            return;
+        }
+        if held.is_empty() {
+            if let Some(t) = p.ts.get_mut(i) {
+                *t = ts;
+            }
+        }
+        held.extend_from_slice(data);
+        let parsed = match dir {
+            Direction::ToServer => socks::client_handshake(held),
+            Direction::ToClient => socks::server_handshake(held, p.version),
+        };
+        match parsed {
+            Handshake::NeedMore => {}
+            Handshake::NotSocks => self.abandon_socks(cfg, stats),
+            Handshake::Done { consumed, granted } => {
+                let rest = held.split_off(consumed.min(held.len()));
+                *held = Vec::new();
+                if let Some(d) = p.done.get_mut(i) {
+                    *d = true;
+                }
+                if dir == Direction::ToServer {
+                    stats.socks_handshakes += 1;
+                    if !self.conn_flags.contains(&FLAG_SOCKS) {
+                        self.conn_flags.push(FLAG_SOCKS);
+                    }
+                }
+                // A refused request ends SOCKS too: whatever follows is parsed as it comes.
+                if p.done.iter().all(|d| *d) || !granted {
+                    let _ = self.take_prelude_bytes();
+                }
+                if !rest.is_empty() {
+                    self.feed(dir, &rest, ts, cfg, stats);
+                }
+            }
+        }
+    }
+
+    /// Ends the prelude and returns the bytes still held, per direction, with their times.
+    fn take_prelude_bytes(&mut self) -> [(Vec<u8>, Timestamp); 2] {
+        match std::mem::replace(&mut self.prelude, Prelude::Off) {
+            Prelude::Socks(p) => {
+                let SocksPrelude { held, ts, .. } = *p;
+                let [c, s] = held;
+                [(c, ts[0]), (s, ts[1])]
+            }
+            _ => [(Vec::new(), Timestamp::ZERO), (Vec::new(), Timestamp::ZERO)],
+        }
+    }
+
+    /// The bytes held as a SOCKS handshake are not one (or the handshake cannot finish): they
+    /// are parsed as HTTP after all, client side first, each with the time it arrived.
+    fn abandon_socks(&mut self, cfg: &HttpConfig, stats: &mut HttpStats) {
+        if !matches!(self.prelude, Prelude::Socks(_)) {
+            self.prelude = Prelude::Off;
+            return;
+        }
+        stats.socks_abandoned += 1;
+        let [(c, tc), (s, ts)] = self.take_prelude_bytes();
+        if !c.is_empty() {
+            self.feed(Direction::ToServer, &c, tc, cfg, stats);
+        }
+        if !s.is_empty() {
+            self.feed(Direction::ToClient, &s, ts, cfg, stats);
+        }
+    }
+
+    /// A gap or a close in `dir` while its handshake is unfinished: it cannot finish any more.
+    fn end_prelude_for(&mut self, dir: Direction, cfg: &HttpConfig, stats: &mut HttpStats) {
+        let unfinished = match &self.prelude {
+            Prelude::Socks(p) => !p.done.get(dir.index()).copied().unwrap_or(true),
+            _ => false,
+        };
+        if unfinished {
+            self.abandon_socks(cfg, stats);
+        } else if matches!(self.prelude, Prelude::Probe) {
+            self.prelude = Prelude::Off;
+        }
     }
 
     /// Attaches an outside anomaly (e.g. a TCP overlap mismatch) to the message in progress in
@@ -1139,6 +1297,7 @@ impl HttpConn {
     ) {
         stats.gaps += 1;
         stats.gap_bytes = stats.gap_bytes.saturating_add(len);
+        self.end_prelude_for(dir, cfg, stats);
         self.commit_simple(ts, cfg, stats);
         self.release_held(dir, cfg, stats);
         let gap_flag = self.half(dir).gap_flag();
@@ -1219,6 +1378,7 @@ impl HttpConn {
         if self.half(dir).closed {
             return;
         }
+        self.end_prelude_for(dir, cfg, stats);
         self.commit_simple(ts, cfg, stats);
         self.release_held(dir, cfg, stats);
         let half = self.half(dir);
@@ -1300,12 +1460,18 @@ impl HttpConn {
             }
             self.emitted = self.emitted.saturating_add(1);
             stats.transactions += 1;
+            let mut flags = e.flags;
+            for f in &self.conn_flags {
+                if !flags.contains(f) {
+                    flags.push(f);
+                }
+            }
             out.push(Transaction {
                 conn: ConnInfo::default(),
                 depth: self.emitted,
                 request: e.request,
                 response: e.response,
-                flags: e.flags,
+                flags,
             });
         }
     }
