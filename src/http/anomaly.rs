@@ -74,11 +74,13 @@ pub enum HttpAnomaly {
     /// A final response arrived while its request head was still incomplete; the head was taken
     /// as it stood.
     ResponseBeforeRequestEnd,
+    /// A gzip header with reserved flag bits or a header CRC; decoded without checking either.
+    LenientGzipHeader,
 }
 
 impl HttpAnomaly {
     /// Every variant once, in declaration order.
-    pub const ALL: [HttpAnomaly; 31] = [
+    pub const ALL: [HttpAnomaly; 32] = [
         HttpAnomaly::DuplicateContentLength,
         HttpAnomaly::ConflictingContentLength,
         HttpAnomaly::InvalidContentLength,
@@ -110,6 +112,7 @@ impl HttpAnomaly {
         HttpAnomaly::ChunkSizeJunk,
         HttpAnomaly::TransferEncodingInHttp10,
         HttpAnomaly::ResponseBeforeRequestEnd,
+        HttpAnomaly::LenientGzipHeader,
     ];
 
     /// Number of variants: the length of a per-anomaly counter array.
@@ -156,6 +159,7 @@ impl HttpAnomaly {
             HttpAnomaly::ChunkSizeJunk => "chunk_size_junk",
             HttpAnomaly::TransferEncodingInHttp10 => "transfer_encoding_in_http10",
             HttpAnomaly::ResponseBeforeRequestEnd => "response_before_request_end",
+            HttpAnomaly::LenientGzipHeader => "lenient_gzip_header",
         }
     }
 }

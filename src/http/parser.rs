@@ -719,7 +719,9 @@ fn parse_head_fast(head: &[u8], request: bool, max_headers: usize) -> Option<Hea
         }
         let line = StatusLine {
             version: version_of(resp.version),
-            status: resp.code?,
+            // httparse takes any three digits; codes below 100 go to the lenient path, which
+            // flags them.
+            status: resp.code.filter(|c| *c >= 100)?,
             reason: resp.reason.unwrap_or("").to_owned(),
             anomalies: Vec::new(),
         };
@@ -914,6 +916,7 @@ mod tests {
             (b"HTTP/1.1 2000 OK", 2000, HttpVersion::Http11, "OK"),
             (b"HTTP/1.1 0204 x", 204, HttpVersion::Http11, "x"),
             (b"HTTP/1.1 099 x", 99, HttpVersion::Http11, "x"),
+            (b"HTTP/1.1 000 ok", 0, HttpVersion::Http11, "ok"),
             (b"HTTP/1.1 20x ok", 20, HttpVersion::Http11, "x ok"),
             (b"HTTP/1.1 abc", 0, HttpVersion::Http11, "abc"),
             (b"HTTP/1.1", 0, HttpVersion::Http11, ""),
@@ -942,6 +945,13 @@ mod tests {
                 "{shown:?}: {:?}",
                 s.anomalies
             );
+        }
+        // A code below 100 is flagged on the full-head path too (httparse takes any 3 digits).
+        match parse_head(b"HTTP/1.1 000 ok\r\n\r\n", false, 8) {
+            Parse::Done { value, .. } => {
+                assert!(value.anomalies.contains(&HttpAnomaly::InvalidStatusLine))
+            }
+            other => panic!("{other:?}"),
         }
         for bad in [
             "FTP 200",
