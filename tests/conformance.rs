@@ -12,12 +12,22 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+// The floors guard against regressions; every difference under them must also be listed with
+// its reason in known-differences.tsv. They sit at what apitap reaches when it describes the
+// wire correctly, not at full agreement, because some reference rows are not on the wire:
+// - Zeek: 86 of 93 rows (0.925). The other 7 are Zeek artifacts (an empty record after each
+//   HTTP/0.9 exchange, a reply it drops, the WebSocket tunnel's 301 on the upgrade request).
+// - suricata-verify: 30 of 33 checks (0.909). The other 3 depend on Suricata features a passive
+//   sensor does not have (a rule that disables logging, IPS drops) or on its protocol detection
+//   (a `GET%00` method token). Without their own Suricata configuration, 19 of 19 pass.
+// - Arkime: 162 of 165 items (0.982); the rest are Arkime's reading of a target with a space.
+
 /// Share of Zeek baseline rows matched (matched / (matched + missing + extra)).
-const ZEEK_MATCH_FLOOR: f64 = 0.99;
+const ZEEK_MATCH_FLOOR: f64 = 0.92;
 /// Share of scoreable suricata-verify http checks passed.
-const SURICATA_PASS_FLOOR: f64 = 0.95;
+const SURICATA_PASS_FLOOR: f64 = 0.90;
 /// Share of Arkime session items matched.
-const ARKIME_MATCH_FLOOR: f64 = 0.95;
+const ARKIME_MATCH_FLOOR: f64 = 0.98;
 
 fn corpus() -> Option<PathBuf> {
     match std::env::var_os("APITAP_CORPUS") {
