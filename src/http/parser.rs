@@ -353,8 +353,9 @@ pub fn is_full_request_line(line: &[u8]) -> bool {
 ///
 /// A line that starts with `HTTP/` is a status line, as Zeek and the browsers read it, however
 /// broken the rest: control bytes and spaces before the prefix are skipped (Firefox looks for the
-/// prefix), the version is read leniently (see [`parse_version`]), and the status code is the run
-/// of digits after the version, 0 when there is none (a line like `HTTP/1.1 2000 ok` gives 2000).
+/// prefix), the version is read leniently (see [`parse_version`]), and the status code is the
+/// token after the version when it is all digits (`HTTP/1.1 2000 ok` gives 2000, `0204` gives
+/// 204), else 0 with the token kept in the reason (`HTTP/1.0 2XX OK` gives 0, "2XX OK").
 /// Anything but `HTTP/x.y SP 3DIGIT [SP reason]` is flagged `invalid_status_line`.
 pub fn parse_status_line(line: &[u8]) -> Option<StatusLine> {
     let line = strip_eol(line);
@@ -366,7 +367,15 @@ pub fn parse_status_line(line: &[u8]) -> Option<StatusLine> {
     // `rest` keeps the separator so odd spacing can be told apart from one SP.
     let rest = line.get(vlen..).unwrap_or(b"");
     let rest_trim = trim_ws(rest);
-    let code_len = rest_trim.iter().take_while(|b| b.is_ascii_digit()).count();
+    // The code is the token after the version when it is all digits; a token like `2XX` is no
+    // code at all (status 0) and stays in the reason, so nothing sent is lost.
+    let token_len = rest_trim.iter().take_while(|b| !is_ws(**b)).count();
+    let token = rest_trim.get(..token_len).unwrap_or(b"");
+    let code_len = if token.iter().all(u8::is_ascii_digit) {
+        token_len
+    } else {
+        0
+    };
     let status = rest_trim.iter().take(code_len).fold(0u16, |acc, d| {
         acc.saturating_mul(10).saturating_add(u16::from(d - b'0'))
     });
@@ -917,7 +926,9 @@ mod tests {
             (b"HTTP/1.1 0204 x", 204, HttpVersion::Http11, "x"),
             (b"HTTP/1.1 099 x", 99, HttpVersion::Http11, "x"),
             (b"HTTP/1.1 000 ok", 0, HttpVersion::Http11, "ok"),
-            (b"HTTP/1.1 20x ok", 20, HttpVersion::Http11, "x ok"),
+            (b"HTTP/1.1 20x ok", 0, HttpVersion::Http11, "20x ok"),
+            (b"HTTP/1.0 2XX OK", 0, HttpVersion::Http10, "2XX OK"),
+            (b"HTTP/1.1 2 ok", 2, HttpVersion::Http11, "ok"),
             (b"HTTP/1.1 abc", 0, HttpVersion::Http11, "abc"),
             (b"HTTP/1.1", 0, HttpVersion::Http11, ""),
             (b"HTTP/1.1foobar", 0, HttpVersion::Http11, ""),
