@@ -527,4 +527,5 @@ transcripts!(
     socks5_login,
     socks_refused,
     socks_lookalike,
+    socks_limit,
 );

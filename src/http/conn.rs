@@ -357,27 +357,44 @@ impl HttpConn {
         let Some(held) = p.held.get_mut(i) else {
             return;
         };
-        if held.len().saturating_add(data.len()) > cfg.max_socks_handshake_bytes {
-            // Longer than any real handshake: not SOCKS after all.
-            self.abandon_socks(cfg, stats);
-            self.feed(dir, data, ts, cfg, stats);
-            return;
-        }
         if held.is_empty() {
             if let Some(t) = p.ts.get_mut(i) {
                 *t = ts;
             }
         }
-        held.extend_from_slice(data);
+        // Hold at most one byte past the limit: the decision depends only on that prefix, so it
+        // is the same however the bytes were split, and the rest of `data` is not copied.
+        let room = cfg
+            .max_socks_handshake_bytes
+            .saturating_add(1)
+            .saturating_sub(held.len());
+        let (taken, tail) = data.split_at(room.min(data.len()));
+        held.extend_from_slice(taken);
         let parsed = match dir {
             Direction::ToServer => socks::client_handshake(held),
             Direction::ToClient => socks::server_handshake(held, p.version),
         };
+        let parsed = match parsed {
+            // Longer than any real handshake: not SOCKS after all.
+            Handshake::NeedMore if held.len() > cfg.max_socks_handshake_bytes => {
+                Handshake::NotSocks
+            }
+            Handshake::Done { consumed, .. } if consumed > cfg.max_socks_handshake_bytes => {
+                Handshake::NotSocks
+            }
+            other => other,
+        };
         match parsed {
             Handshake::NeedMore => {}
-            Handshake::NotSocks => self.abandon_socks(cfg, stats),
+            Handshake::NotSocks => {
+                self.abandon_socks(cfg, stats);
+                if !tail.is_empty() {
+                    self.feed(dir, tail, ts, cfg, stats);
+                }
+            }
             Handshake::Done { consumed, granted } => {
-                let rest = held.split_off(consumed.min(held.len()));
+                let mut rest = held.split_off(consumed.min(held.len()));
+                rest.extend_from_slice(tail);
                 *held = Vec::new();
                 if let Some(d) = p.done.get_mut(i) {
                     *d = true;
@@ -1494,7 +1511,11 @@ mod tests {
         /// Bytes held in per-direction buffers and entries waiting in the queue.
         fn held(&self) -> (usize, usize) {
             let bytes = self.halves.iter().map(|h| h.buf.len()).max().unwrap_or(0);
-            (bytes, self.queue.len())
+            let socks = match &self.prelude {
+                Prelude::Socks(p) => p.held.iter().map(Vec::len).max().unwrap_or(0),
+                _ => 0,
+            };
+            (bytes.max(socks), self.queue.len())
         }
     }
 
@@ -1540,6 +1561,11 @@ mod tests {
         b"abc",
         b"\x1f\x8b\x08\x00\x00\x00\x00\x00",
         b"\x00\xff junk",
+        b"\x05\x01\x00",
+        b"\x05\x00",
+        b"\x05\x01\x00\x01\x0a\x00\x00\x02\x00\x50",
+        b"\x04\x01\x00\x50\x0a\x00\x00\x02\x00",
+        b"\x00\x5a\x00\x50\x0a\x00\x00\x02",
     ];
 
     fn event() -> impl Strategy<Value = Ev> {
@@ -1568,6 +1594,7 @@ mod tests {
             max_chunk_line_bytes: 24,
             max_interim_responses: 2,
             max_tunnel_wait_bytes: 32,
+            max_socks_handshake_bytes: 24,
             ..HttpConfig::default()
         }
     }
