@@ -528,4 +528,5 @@ transcripts!(
     socks_refused,
     socks_lookalike,
     socks_limit,
+    resync_status_strict,
 );

@@ -615,6 +615,10 @@ impl HttpConn {
                     Some(r) => !(r.simple && half.resyncing),
                     None => false,
                 }
+            } else if half.resyncing {
+                // Looking for a message start inside unknown bytes (after a gap or junk): only a
+                // conventional status line counts, so body text mentioning HTTP/ does not.
+                parser::is_resync_status_line(line)
             } else {
                 parser::parse_status_line(line).is_some()
             };

@@ -397,6 +397,14 @@ pub fn parse_status_line(line: &[u8]) -> Option<StatusLine> {
     })
 }
 
+/// Whether a line is a status line conventional enough to end a resync: `HTTP/` at its very
+/// start and a three-digit code. The lenient forms [`parse_status_line`] also accepts (no code,
+/// control bytes first) are only taken where a response is due.
+pub fn is_resync_status_line(line: &[u8]) -> bool {
+    may_start_status_line(line)
+        && parse_status_line(line).is_some_and(|s| (100..1000).contains(&s.status))
+}
+
 /// Does `buf` start with something that could become a status line (`HTTP/` prefix so far)?
 pub fn may_start_status_line(buf: &[u8]) -> bool {
     let n = buf.len().min(5);
@@ -963,6 +971,17 @@ mod tests {
                 assert!(value.anomalies.contains(&HttpAnomaly::InvalidStatusLine))
             }
             other => panic!("{other:?}"),
+        }
+        // Inside unknown bytes only the conventional form ends a resync.
+        assert!(is_resync_status_line(b"HTTP/1.1 404 Not Found\r\n"));
+        assert!(is_resync_status_line(b"http/1.0 200\n"));
+        for line in [
+            "HTTP/1.1 is a protocol",
+            " HTTP/1.1 200 ok",
+            "HTTP/1.1 2000 ok",
+            "HTTP/1.1",
+        ] {
+            assert!(!is_resync_status_line(line.as_bytes()), "{line}");
         }
         for bad in [
             "FTP 200",
