@@ -69,7 +69,7 @@ pub enum HttpAnomaly {
     /// A chunk size with bytes around its hex digits other than whitespace and extensions; the
     /// digits were used, as lenient clients read them.
     ChunkSizeJunk,
-    /// Transfer-Encoding in an HTTP/1.0 response; ignored for framing, as clients do.
+    /// Transfer-Encoding in a response older than HTTP/1.1; a Content-Length beside it wins.
     TransferEncodingInHttp10,
     /// A final response arrived while its request head was still incomplete; the head was taken
     /// as it stood.

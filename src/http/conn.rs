@@ -916,9 +916,13 @@ impl HttpConn {
         self.take_unfinished_request(start, ts, cfg, stats);
         let id = self.pair_response(start, stats);
         let f = &head.framing;
-        // Transfer-Encoding is HTTP/1.1; in an older response it is ignored for framing, as
-        // Chromium does (RFC 9112 §6.1 calls such framing faulty).
-        let te_applies = f.te_present && line.version == HttpVersion::Http11;
+        // Transfer-Encoding is HTTP/1.1 (RFC 9112 §6.1 calls it faulty framing in an older
+        // message) and browsers split on it: Chromium ignores it below 1.1, Firefox decodes it.
+        // With a Content-Length beside it, the length frames the body (Chromium's reading);
+        // without one, chunked still applies (Firefox's), since until-close would be the only
+        // other choice. Either way it is flagged.
+        let te_applies = f.te_present
+            && (line.version == HttpVersion::Http11 || f.content_length == ContentLength::Absent);
         let coding = if te_applies {
             content_coding(f.te_coding, f.content_encoding)
         } else {
@@ -933,7 +937,7 @@ impl HttpConn {
         let status = line.status;
         // A salvaged head (oversize, gap) is not trusted to switch protocols: its end is unknown.
         let tunnel = framed && (status == 101 || (e.connect && (200..300).contains(&status)));
-        if f.te_present && !te_applies {
+        if f.te_present && line.version != HttpVersion::Http11 {
             raise(&mut e.flags, stats, HttpAnomaly::TransferEncodingInHttp10);
         }
         let framing = if tunnel || e.head_method || status == 204 || status == 304 {

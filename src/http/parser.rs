@@ -193,9 +193,10 @@ fn split_ws(line: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Parses an `HTTP/x.y` token, case-insensitively. Anything but exactly `HTTP/1.0` and
-/// `HTTP/1.1` is flagged. The version is read from the first digit after `/` and the first digit
-/// after the dot, as Zeek and Chromium do (`HTTP/1.01` is 1.0, `HTTP/1.10` is 1.1): `0.x` is 0.9,
-/// `1.0` is 1.0, every later version is framed like 1.1, and `HTTP/1.` is 1.1.
+/// `HTTP/1.1` is flagged. As Chromium does, the major version is the digit right after `/` and
+/// the minor one the digit right after the first dot (`HTTP/1.01` is 1.0, `HTTP/1.10` is 1.1, and
+/// so is `HTTP/1\0.1`): `0.x` is 0.9, `1.0` is 1.0, every later version is framed like 1.1,
+/// and `HTTP/1.` or `HTTP/1` is 1.1.
 ///
 /// Strict mode (request lines, where the version token is what tells a request from free text)
 /// accepts only digits and dots after the prefix. `lenient` mode (status lines, which the `HTTP/`
@@ -214,17 +215,21 @@ fn parse_version(
     if !numeric && !lenient {
         return None;
     }
-    let digit = |i: usize| num.get(i).filter(|b| b.is_ascii_digit()).map(|b| b - b'0');
-    let (version, standard) = match (digit(0), num.get(1), digit(2)) {
-        (Some(1), Some(b'.'), Some(1)) => (HttpVersion::Http11, num.len() == 3),
-        (Some(1), Some(b'.'), Some(0)) => (HttpVersion::Http10, num.len() == 3),
-        (Some(0), _, _) => (HttpVersion::Http09, false),
-        (Some(1), Some(b'.'), None) if numeric => (HttpVersion::Http11, false),
-        (Some(1), _, _) if !numeric => (HttpVersion::Http10, false),
-        (Some(1), _, _) => (HttpVersion::Http11, false),
-        (Some(_), _, _) => (HttpVersion::Http11, false),
-        (None, _, _) => (HttpVersion::Http10, false),
+    let digit = |b: Option<&u8>| b.filter(|b| b.is_ascii_digit()).map(|b| b - b'0');
+    let major = digit(num.first());
+    let dot = num.iter().position(|b| *b == b'.');
+    let minor = dot.and_then(|i| digit(num.get(i + 1)));
+    let version = match (major, minor) {
+        (Some(0), _) => HttpVersion::Http09,
+        (Some(1), Some(0)) => HttpVersion::Http10,
+        (Some(1), Some(_)) => HttpVersion::Http11,
+        // `HTTP/1.` and `HTTP/1`: a 1.x whose minor is missing, framed like 1.1.
+        (Some(1), None) if numeric => HttpVersion::Http11,
+        (Some(1), None) => HttpVersion::Http10,
+        (Some(_), _) => HttpVersion::Http11,
+        (None, _) => HttpVersion::Http10,
     };
+    let standard = num == b"1.1" || num == b"1.0";
     if !standard || prefix != b"HTTP/" {
         anomalies.push(HttpAnomaly::NonstandardVersion);
     }
@@ -944,7 +949,10 @@ mod tests {
             (b"HTTP/ 200", 200, HttpVersion::Http10, ""),
             (b"HTTP/!.4 206 t", 206, HttpVersion::Http10, "t"),
             (b"HTTP/1.01 200 ok", 200, HttpVersion::Http10, "ok"),
-            (b"HTTP/1\x00.1 200 ok", 200, HttpVersion::Http10, "ok"),
+            (b"HTTP/1\x00.1 200 ok", 200, HttpVersion::Http11, "ok"),
+            (b"HTTP/1.10 200 ok", 200, HttpVersion::Http11, "ok"),
+            (b"HTTP/2.0 200 ok", 200, HttpVersion::Http11, "ok"),
+            (b"HTTP/0.9 200 ok", 200, HttpVersion::Http09, "ok"),
             (b"HTTP/1.1\r 200 ok", 200, HttpVersion::Http11, "ok"),
             (b" HTTP/1.1 200 ok", 200, HttpVersion::Http11, "ok"),
             (b"\x00HTTP/1.1 200 ok", 200, HttpVersion::Http11, "ok"),
