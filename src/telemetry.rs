@@ -34,6 +34,7 @@ pub fn skip_counts(s: &EngineStats) -> Vec<(&'static str, u64)> {
         ("flows_evicted_cap", s.flow.evicted_cap),
         ("flows_not_http", s.flow.not_http),
         ("flows_tunnel", s.flow.tunnels),
+        ("segments_before_synack", s.flow.ignored_before_synack),
         ("http_resyncs", s.http.resyncs),
         ("http_junk_bytes", s.http.junk_bytes),
     ];

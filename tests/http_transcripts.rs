@@ -159,6 +159,7 @@ fn set_config(cfg: &mut HttpConfig, kv: &str, path: &Path) {
         "max_chunk_line_bytes" => cfg.max_chunk_line_bytes = n as usize,
         "max_interim_responses" => cfg.max_interim_responses = n as usize,
         "max_tunnel_wait_bytes" => cfg.max_tunnel_wait_bytes = n as usize,
+        "max_socks_handshake_bytes" => cfg.max_socks_handshake_bytes = n as usize,
         other => panic!("{}: unknown config field {other}", path.display()),
     }
 }
@@ -370,6 +371,8 @@ fn describe_stats(s: &HttpStats) -> String {
         ("tunnels", s.tunnels),
         ("tunnel_bytes", s.tunnel_bytes),
         ("bodies_truncated", s.bodies_truncated),
+        ("socks_handshakes", s.socks_handshakes),
+        ("socks_abandoned", s.socks_abandoned),
     ]
     .into_iter()
     .chain(s.anomaly_counts())
@@ -512,4 +515,19 @@ transcripts!(
     truncated,
     outside_flags,
     pathological,
+    http09_headers,
+    http09_next_line,
+    http09_answered,
+    response_before_request_end,
+    request_after_server_close,
+    chunk_size_lenient,
+    te_in_http10,
+    status_line_lenient,
+    socks5,
+    socks4a,
+    socks5_login,
+    socks_refused,
+    socks_lookalike,
+    socks_limit,
+    resync_status_strict,
 );

@@ -75,6 +75,9 @@ pub struct FlowStats {
     /// Packets without payload or SYN for connections not in the table (the last ACK of a
     /// connection already gone, a stray RST): not worth a flow.
     pub untracked_packets: u64,
+    /// Server segments without SYN seen while the client was still in SYN-SENT; a client drops
+    /// them (RFC 9293 §3.10.7.3), so they carry no data, FIN or RST into the connection.
+    pub ignored_before_synack: u64,
     /// TCP anomalies raised by reassembly, by name.
     pub tcp_anomalies: Vec<(&'static str, u64)>,
 }
@@ -137,6 +140,9 @@ struct Flow {
     reset: bool,
     /// Reassembly stopped (tunnel or not HTTP); packets are only counted.
     ignored: bool,
+    /// The client's SYN was seen and nothing since shows it left SYN-SENT (no SYN-ACK, no
+    /// client segment with ACK). The ISN is the one its SYN carried.
+    syn_sent: Option<u32>,
     /// Bytes delivered to HTTP and whether any HTTP message was recognised.
     delivered: u64,
     http_seen: bool,
@@ -237,9 +243,11 @@ impl FlowTable {
         };
         self.touch(slot, ts);
         self.feed(slot, src, seg, ts, out);
-        // A closed connection (both FINs or a RST) stays in the table for
-        // `closed_linger_secs`, so the last ACK and late retransmissions land on it instead of
-        // opening a bogus midstream flow; `expire` removes it.
+        // A closed connection (both FINs or a RST) is not removed here: it stays in the table
+        // for `closed_linger_secs` (see `expire`), as TCP's TIME-WAIT does, so retransmissions of
+        // its last segments land on it as retransmissions instead of opening a midstream flow
+        // that would parse the same request again. Its transactions were emitted when the FINs
+        // were delivered.
     }
 
     /// Flushes every flow, oldest activity first. Call at end of input.
@@ -330,6 +338,7 @@ impl FlowTable {
             fin: [false; 2],
             reset: false,
             ignored: false,
+            syn_sent: (seg.flags.syn() && !seg.flags.ack()).then_some(seg.seq),
             delivered: 0,
             http_seen: false,
             older: NIL,
@@ -397,6 +406,25 @@ impl FlowTable {
             }
         }
 
+        if let Some(isn) = flow.syn_sent {
+            // A client in SYN-SENT accepts nothing from the server but its SYN-ACK, or a RST that
+            // acknowledges the SYN (RFC 9293 §3.10.7.3). Data or a FIN sent before the handshake
+            // (the Linux evasion of suricata-verify bug-3286) never reaches the client, so it
+            // must not start the server's stream either.
+            let synced = match dir {
+                Direction::ToServer => seg.flags.ack(),
+                Direction::ToClient => seg.flags.syn(),
+            };
+            if synced {
+                flow.syn_sent = None;
+            } else if dir == Direction::ToClient {
+                let acks_syn = seg.flags.ack() && seg.ack == isn.wrapping_add(1);
+                if !(seg.flags.rst() && acks_syn) {
+                    self.stats.ignored_before_synack += 1;
+                    return;
+                }
+            }
+        }
         if seg.flags.rst() {
             flow.reset = true;
         }
@@ -714,5 +742,125 @@ impl Fnv {
     }
     fn finish(&self) -> u64 {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::TcpFlags;
+
+    const C: [u8; 4] = [192, 168, 1, 43];
+    const S: [u8; 4] = [192, 168, 1, 90];
+    const SYN: u8 = TcpFlags::SYN;
+    const ACK: u8 = TcpFlags::ACK;
+    const FIN: u8 = TcpFlags::FIN;
+    const RST: u8 = TcpFlags::RST;
+    const PSH: u8 = TcpFlags::PSH;
+
+    /// One segment: `to_server` picks the direction, then seq, ack, flags, payload.
+    fn seg(to_server: bool, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> TcpSegment<'_> {
+        let (src, dst, sp, dp) = if to_server {
+            (C, S, 35532, 80)
+        } else {
+            (S, C, 80, 35532)
+        };
+        TcpSegment {
+            src: IpAddr::from(src),
+            dst: IpAddr::from(dst),
+            src_port: sp,
+            dst_port: dp,
+            vlan: None,
+            seq,
+            ack,
+            flags: TcpFlags::from_bits(flags),
+            window: 65535,
+            payload,
+            truncated: false,
+            missing_bytes: 0,
+        }
+    }
+
+    fn run(segs: &[TcpSegment<'_>]) -> (Vec<Transaction>, FlowTable) {
+        let mut t = FlowTable::new(
+            FlowConfig::default(),
+            StreamConfig::default(),
+            HttpConfig::default(),
+        );
+        let mut out = Vec::new();
+        for (i, s) in segs.iter().enumerate() {
+            t.on_segment(s, Timestamp::from_nanos(1_000_000 * i as u64), &mut out);
+        }
+        t.finish(Timestamp::from_secs_nanos(10, 0), &mut out);
+        (out, t)
+    }
+
+    const REQ: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\nTHIS_IS_A_TEST";
+
+    #[test]
+    fn server_segments_before_the_synack_do_not_reach_a_client_in_syn_sent() {
+        // suricata-verify bug-3286-02: a fake RST and a FIN with bogus sequence numbers arrive
+        // before the real SYN-ACK; Linux drops the FIN (and the RST fails its timestamp check),
+        // then the connection carries a request and a 14-byte answer.
+        let c_isn = 3_810_062_735u32;
+        let s_isn = 26_175u32;
+        let segs = [
+            seg(true, c_isn, 0, SYN, b""),
+            seg(false, 0, c_isn.wrapping_add(7), ACK | RST, b""),
+            seg(false, 0, c_isn + 1, ACK | FIN, b""),
+            seg(false, 5, c_isn + 1, ACK | PSH, b"HTTP/1.1 500 fake\r\n\r\n"),
+            seg(true, c_isn + 1, 0, RST, b""),
+            seg(false, s_isn, c_isn + 1, SYN | ACK, b""),
+            seg(true, c_isn + 1, s_isn + 1, ACK, b""),
+            seg(true, c_isn + 1, s_isn + 1, ACK | PSH, REQ),
+            seg(
+                false,
+                s_isn + 1,
+                c_isn + 1 + REQ.len() as u32,
+                ACK | PSH,
+                RESP,
+            ),
+        ];
+        let (out, t) = run(&segs);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let r = out[0].response.as_ref().expect("a response");
+        assert_eq!((r.status, r.body.len), (200, 14));
+        // The RST with a wrong ACK, the FIN and the data; the RST that acks the SYN counts.
+        assert_eq!(t.stats.ignored_before_synack, 3);
+    }
+
+    #[test]
+    fn server_data_is_taken_once_the_client_acks_even_if_the_synack_was_not_captured() {
+        let segs = [
+            seg(true, 100, 0, SYN, b""),
+            seg(true, 101, 5001, ACK | PSH, REQ),
+            seg(false, 5001, 101 + REQ.len() as u32, ACK | PSH, RESP),
+        ];
+        let (out, t) = run(&segs);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].response.as_ref().map(|r| r.status), Some(200));
+        assert_eq!(t.stats.ignored_before_synack, 0);
+    }
+
+    #[test]
+    fn retransmissions_after_both_fins_land_on_the_closed_connection() {
+        // CVE-2018-6794's capture: the request is retransmitted after both sides closed. A
+        // closed flow lingers, so the copy is a retransmission, not a new midstream request.
+        let q = 101 + REQ.len() as u32;
+        let segs = [
+            seg(true, 100, 0, SYN, b""),
+            seg(false, 5000, 101, SYN | ACK, b""),
+            seg(true, 101, 5001, ACK, b""),
+            seg(true, 101, 5001, ACK | PSH, REQ),
+            seg(false, 5001, q, ACK | PSH | FIN, RESP),
+            seg(true, q, 5002 + RESP.len() as u32, ACK | FIN, b""),
+            seg(true, 101, 5001, ACK | PSH | FIN, REQ),
+            seg(true, 101, 5001, ACK | PSH | FIN, REQ),
+        ];
+        let (out, t) = run(&segs);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(t.stats.created, 1);
+        assert!(!out[0].has_flag("partial"));
     }
 }

@@ -64,11 +64,23 @@ pub enum HttpAnomaly {
     DataAfterTunnel,
     /// The connection ended inside a message; the message was cut short.
     TruncatedMessage,
+    /// Request-target bytes that are not UTF-8; they are kept percent-encoded (`%D9`).
+    UriInvalidUtf8,
+    /// A chunk size with bytes around its hex digits other than whitespace and extensions; the
+    /// digits were used, as lenient clients read them.
+    ChunkSizeJunk,
+    /// Transfer-Encoding in a response older than HTTP/1.1; a Content-Length beside it wins.
+    TransferEncodingInHttp10,
+    /// A final response arrived while its request head was still incomplete; the head was taken
+    /// as it stood.
+    ResponseBeforeRequestEnd,
+    /// A gzip header with reserved flag bits or a header CRC; decoded without checking either.
+    LenientGzipHeader,
 }
 
 impl HttpAnomaly {
     /// Every variant once, in declaration order.
-    pub const ALL: [HttpAnomaly; 27] = [
+    pub const ALL: [HttpAnomaly; 32] = [
         HttpAnomaly::DuplicateContentLength,
         HttpAnomaly::ConflictingContentLength,
         HttpAnomaly::InvalidContentLength,
@@ -96,6 +108,11 @@ impl HttpAnomaly {
         HttpAnomaly::UnsupportedContentEncoding,
         HttpAnomaly::DataAfterTunnel,
         HttpAnomaly::TruncatedMessage,
+        HttpAnomaly::UriInvalidUtf8,
+        HttpAnomaly::ChunkSizeJunk,
+        HttpAnomaly::TransferEncodingInHttp10,
+        HttpAnomaly::ResponseBeforeRequestEnd,
+        HttpAnomaly::LenientGzipHeader,
     ];
 
     /// Number of variants: the length of a per-anomaly counter array.
@@ -138,6 +155,11 @@ impl HttpAnomaly {
             HttpAnomaly::UnsupportedContentEncoding => "unsupported_content_encoding",
             HttpAnomaly::DataAfterTunnel => "data_after_tunnel",
             HttpAnomaly::TruncatedMessage => "truncated_message",
+            HttpAnomaly::UriInvalidUtf8 => "uri_invalid_utf8",
+            HttpAnomaly::ChunkSizeJunk => "chunk_size_junk",
+            HttpAnomaly::TransferEncodingInHttp10 => "transfer_encoding_in_http10",
+            HttpAnomaly::ResponseBeforeRequestEnd => "response_before_request_end",
+            HttpAnomaly::LenientGzipHeader => "lenient_gzip_header",
         }
     }
 }

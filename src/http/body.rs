@@ -223,8 +223,15 @@ impl TransferDecoder {
                         continue;
                     }
                     match parse_chunk_size_line(&line) {
-                        Ok(0) => self.state = TState::Trailer,
-                        Ok(n) => self.state = TState::ChunkData(n),
+                        Ok(c) => {
+                            if c.junk {
+                                anomalies.push(HttpAnomaly::ChunkSizeJunk);
+                            }
+                            self.state = match c.size {
+                                0 => TState::Trailer,
+                                n => TState::ChunkData(n),
+                            };
+                        }
                         Err(e) => {
                             anomalies.push(e.anomaly());
                             self.state = TState::Done;
@@ -397,6 +404,54 @@ impl Inflater {
     }
 }
 
+/// gzip header flag bits (RFC 1952 §2.3.1).
+const GZ_FHCRC: u8 = 0x02;
+const GZ_FEXTRA: u8 = 0x04;
+const GZ_FNAME: u8 = 0x08;
+const GZ_FCOMMENT: u8 = 0x10;
+const GZ_RESERVED: u8 = 0xe0;
+
+/// Rewrites a gzip header at the start of `block` so that a strict decoder takes it the way
+/// Chromium's header reader does: reserved flag bits are ignored and a header CRC is skipped
+/// without being checked (both are rejected by zlib-style decoders, and used as evasions).
+/// Returns whether anything was changed. A header that does not end inside `block` is left
+/// alone.
+fn relax_gzip_header(block: &mut Vec<u8>) -> bool {
+    let flags = match block.as_slice() {
+        [0x1f, 0x8b, 8, flags, ..] => *flags,
+        _ => return false,
+    };
+    if flags & (GZ_RESERVED | GZ_FHCRC) == 0 {
+        return false;
+    }
+    let mut end = 10usize;
+    if flags & GZ_FEXTRA != 0 {
+        let xlen = match (block.get(end), block.get(end + 1)) {
+            (Some(&lo), Some(&hi)) => usize::from(u16::from_le_bytes([lo, hi])),
+            _ => return false,
+        };
+        end += 2 + xlen;
+    }
+    for bit in [GZ_FNAME, GZ_FCOMMENT] {
+        if flags & bit != 0 {
+            match block.get(end..).and_then(|rest| memchr::memchr(0, rest)) {
+                Some(i) => end += i + 1,
+                None => return false,
+            }
+        }
+    }
+    if flags & GZ_FHCRC != 0 {
+        if block.len() < end + 2 {
+            return false;
+        }
+        block.drain(end..end + 2);
+    }
+    if let Some(f) = block.get_mut(3) {
+        *f = flags & !(GZ_RESERVED | GZ_FHCRC);
+    }
+    true
+}
+
 /// Does this start look like a zlib header (RFC 1950: CM=8, window ≤ 32K, check bits)?
 fn is_zlib_header(b0: u8, b1: u8) -> bool {
     b0 & 0x0f == 8 && b0 >> 4 <= 7 && (u16::from(b0) << 8 | u16::from(b1)) % 31 == 0
@@ -530,18 +585,46 @@ impl BodySink {
                 _ => Inflater::Raw(Box::new(DeflateDecoder::new(c))),
             };
         }
-        let block = std::mem::take(stage);
+        let mut block = std::mem::take(stage);
+        let first = *fed == 0;
+        // The bytes as sent, kept only while a relaxed header may still have to be undone.
+        let mut as_sent = None;
+        if first && matches!(inflater, Inflater::Gzip(_)) {
+            let original = block.clone();
+            if relax_gzip_header(&mut block) {
+                self.anomalies.push(HttpAnomaly::LenientGzipHeader);
+                as_sent = Some(original);
+            }
+        }
+        let Decoding::Inflate {
+            inflater,
+            stage,
+            fed,
+            ..
+        } = &mut self.decoding
+        else {
+            return;
+        };
         *fed = fed.saturating_add(block.len() as u64);
         let fed_now = *fed;
         let result = inflater.write_all(&block);
-        // Reuse the allocation for the next block.
-        *stage = block;
-        stage.clear();
         let (decoded, hit_cap) = inflater
             .collector()
             .map_or((0, false), |c| (c.len, c.hit_cap));
+        // A gzip magic or a valid zlib header says the body is encoded, even if it breaks later.
+        let marked = match inflater {
+            Inflater::Gzip(_) => block.starts_with(&[0x1f, 0x8b]),
+            Inflater::Zlib(_) => true,
+            Inflater::Raw(_) | Inflater::SniffDeflate => false,
+        };
         match result {
             Err(_) if hit_cap => self.stop(Some(HttpAnomaly::DecompressionBomb)),
+            Err(_) if first && decoded == 0 && !marked => {
+                // Not in the declared coding from its first byte: the header was wrong (or an
+                // evasion), and the bytes as sent are the best evidence of the content.
+                self.stop(Some(HttpAnomaly::DecompressionFailed));
+                self.keep_as_sent(as_sent.as_deref().unwrap_or(&block));
+            }
             Err(_) => self.stop(Some(HttpAnomaly::DecompressionFailed)),
             Ok(()) if decoded >= cfg.max_decompressed_bytes => {
                 self.stop(Some(HttpAnomaly::DecompressionBomb))
@@ -552,8 +635,27 @@ impl BodySink {
             {
                 self.stop(Some(HttpAnomaly::DecompressionBomb))
             }
-            Ok(()) => {}
+            Ok(()) => {
+                // Reuse the allocation for the next block.
+                block.clear();
+                *stage = block;
+            }
         }
+    }
+
+    /// Decoding failed on the first block without producing anything: the body is kept as
+    /// identity from here on, starting with that block (wire bytes, so `len` equals `wire_len`).
+    fn keep_as_sent(&mut self, block: &[u8]) {
+        let Decoding::Stopped(c) = &mut self.decoding else {
+            return;
+        };
+        let mut identity = Collector {
+            cap: u64::MAX,
+            ..Collector::new(c.limit, u64::MAX)
+        };
+        identity.accept(block);
+        self.decoding = Decoding::Identity(identity);
+        self.stopped = false;
     }
 
     /// Stops decoding, keeping the counts so far.
@@ -778,6 +880,103 @@ mod tests {
         assert_eq!((used, p), (10, Progress::Done));
         assert_eq!(body.data, b"0123");
         assert_eq!((body.len, body.wire_len, body.truncated), (10, 10, true));
+    }
+
+    #[test]
+    fn gzip_headers_with_reserved_bits_or_a_header_crc_decode_as_in_chromium() {
+        let text = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+        let plain = gzip(text);
+        // FHCRC with a bogus CRC inserted after the 10-byte header (http-evader 195).
+        let mut hcrc = plain.clone();
+        hcrc[3] |= GZ_FHCRC;
+        hcrc.splice(10..10, [0u8, 0]);
+        // A file name, then the header CRC: the CRC follows the name.
+        let mut named = plain.clone();
+        named[3] |= GZ_FNAME | GZ_FHCRC;
+        named.splice(10..10, b"eicar.txt\0\x12\x34".iter().copied());
+        for (what, reserved) in [
+            ("reserved 0x40", 0x40u8),
+            ("reserved 0x80", 0x80),
+            ("0x20", 0x20),
+        ] {
+            let mut v = plain.clone();
+            v[3] |= reserved;
+            for step in [1, 7, 4096] {
+                let (body, anomalies, _, _) = decode(
+                    Framing::Length(v.len() as u64),
+                    Coding::Gzip,
+                    &v,
+                    step,
+                    &cfg(),
+                );
+                assert_eq!(body.data, text, "{what} step {step}");
+                assert_eq!(anomalies, vec![HttpAnomaly::LenientGzipHeader], "{what}");
+            }
+        }
+        for v in [hcrc, named] {
+            for step in [1, 3, 4096] {
+                let (body, anomalies, _, _) = decode(
+                    Framing::Length(v.len() as u64),
+                    Coding::Gzip,
+                    &v,
+                    step,
+                    &cfg(),
+                );
+                assert_eq!(body.data, text, "step {step}");
+                assert_eq!(body.wire_len, v.len() as u64);
+                assert_eq!(anomalies, vec![HttpAnomaly::LenientGzipHeader]);
+            }
+        }
+        // An ordinary header is left alone.
+        let (body, anomalies, _, _) = decode(
+            Framing::Length(plain.len() as u64),
+            Coding::Gzip,
+            &plain,
+            5,
+            &cfg(),
+        );
+        assert_eq!((body.data.as_slice(), anomalies.len()), (&text[..], 0));
+    }
+
+    #[test]
+    fn a_body_not_in_its_declared_coding_is_kept_as_sent() {
+        // `Content-Encoding: deflate,` (http-evader 168) or gzip over plain bytes: nothing
+        // decodes, so the body is the wire bytes, flagged decompression_failed.
+        let text = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+        let mut long = Vec::new();
+        while long.len() < 3 * STAGE_BYTES {
+            long.extend_from_slice(text);
+        }
+        for coding in [Coding::Deflate, Coding::Gzip] {
+            for wire in [&text[..], &long[..]] {
+                for step in [1, 13, 5000] {
+                    let (body, anomalies, _, _) = decode(
+                        Framing::Length(wire.len() as u64),
+                        coding,
+                        wire,
+                        step,
+                        &cfg(),
+                    );
+                    assert_eq!(body.len, wire.len() as u64, "{coding:?} step {step}");
+                    assert_eq!(body.wire_len, wire.len() as u64);
+                    assert_eq!(body.data, wire, "{coding:?} step {step}");
+                    assert_eq!(anomalies, vec![HttpAnomaly::DecompressionFailed]);
+                }
+            }
+        }
+        // A body that starts as gzip and then breaks is not taken for plain bytes.
+        let mut broken = gzip(&long);
+        let n = broken.len();
+        broken[n / 2..].iter_mut().for_each(|b| *b = 0xff);
+        let (body, anomalies, _, _) = decode(
+            Framing::Length(n as u64),
+            Coding::Gzip,
+            &broken,
+            100,
+            &cfg(),
+        );
+        assert_ne!(body.data, broken);
+        assert_eq!(anomalies, vec![HttpAnomaly::DecompressionFailed]);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::parser::{
     self, is_blank_line, parse_head, parse_head_lenient, Coding, ContentLength, Head, Parse,
     StartLine,
 };
+use super::socks::{self, Handshake, SocksVersion};
 use super::{HttpConfig, HttpStats};
 use crate::common::{Direction, Timestamp};
 use crate::transaction::{Body, ConnInfo, Headers, HttpVersion, Request, Response, Transaction};
@@ -37,6 +38,8 @@ pub const FLAG_RESPONSE_GAP: &str = "response_gap";
 pub const FLAG_BODY_TRUNCATED: &str = "body_truncated";
 /// Flag for the transaction that switched the connection into a tunnel.
 pub const FLAG_TUNNEL: &str = "tunnel";
+/// Flag for every transaction of a connection that opened with a SOCKS handshake.
+pub const FLAG_SOCKS: &str = "socks";
 
 /// The shortest complete response (`HTTP/1.1 200\n\n`): a gap shorter than this cannot hide
 /// one, so it cannot shift pairing.
@@ -129,6 +132,11 @@ struct Half {
     head_ts: Timestamp,
     /// Skipping the rest of a line that was too long to hold.
     discard_line: bool,
+    /// Client side: `buf` holds an HTTP/0.9 request line (and maybe header lines after it) that
+    /// is complete unless a header block follows. The next line decides: a header field
+    /// continues the head, a blank line ends it, anything else starts the next message. Server
+    /// bytes, a gap or a close decide too: the request is complete as it stands.
+    simple_pending: bool,
     /// Framing was lost (gap, junk, oversize): only a full start line ends the search, and the
     /// skipped lines are not flagged one by one.
     resyncing: bool,
@@ -153,6 +161,7 @@ impl Half {
             have_start: false,
             head_ts: Timestamp::ZERO,
             discard_line: false,
+            simple_pending: false,
             resyncing: false,
             lost_budget: 0,
             flags: Vec::new(),
@@ -176,6 +185,7 @@ impl Half {
         self.buf.clear();
         self.line_start = 0;
         self.have_start = false;
+        self.simple_pending = false;
     }
 
     fn next_flag(&mut self, name: &'static str) {
@@ -211,6 +221,28 @@ fn raise(flags: &mut Vec<&'static str>, stats: &mut HttpStats, a: HttpAnomaly) {
     }
 }
 
+/// What the first bytes of the connection turned out to be.
+enum Prelude {
+    /// No client byte yet.
+    Probe,
+    /// The client opened with a SOCKS version byte: each side's bytes are held (at most
+    /// `max_socks_handshake_bytes`) until its handshake is complete, then dropped, and what
+    /// follows is HTTP.
+    Socks(Box<SocksPrelude>),
+    /// HTTP from here on.
+    Off,
+}
+
+struct SocksPrelude {
+    version: SocksVersion,
+    /// Handshake bytes held per direction (`Direction::index`).
+    held: [Vec<u8>; 2],
+    /// Packet time of the first held byte per direction.
+    ts: [Timestamp; 2],
+    /// That side's handshake is complete; its later bytes go straight to HTTP.
+    done: [bool; 2],
+}
+
 /// The HTTP state of one TCP connection. Cheap to create: nothing is allocated until bytes come.
 pub struct HttpConn {
     halves: [Half; 2],
@@ -218,6 +250,9 @@ pub struct HttpConn {
     next_id: u64,
     emitted: u32,
     tunnel: bool,
+    prelude: Prelude,
+    /// Flags for every transaction of the connection (`socks`).
+    conn_flags: Vec<&'static str>,
 }
 
 impl Default for HttpConn {
@@ -237,6 +272,8 @@ impl HttpConn {
             next_id: 0,
             emitted: 0,
             tunnel: false,
+            prelude: Prelude::Probe,
+            conn_flags: Vec::new(),
         }
     }
 
@@ -272,8 +309,153 @@ impl HttpConn {
         stats: &mut HttpStats,
         out: &mut Vec<Transaction>,
     ) {
-        self.feed(dir, data, ts, cfg, stats);
+        match self.prelude {
+            Prelude::Off => self.feed(dir, data, ts, cfg, stats),
+            _ => self.feed_prelude(dir, data, ts, cfg, stats),
+        }
         self.drain(out, cfg, stats, false);
+    }
+
+    /// Bytes at the start of the connection: a SOCKS handshake is skipped, anything else is HTTP.
+    fn feed_prelude(
+        &mut self,
+        dir: Direction,
+        data: &[u8],
+        ts: Timestamp,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+    ) {
+        if data.is_empty() {
+            return;
+        }
+        if let Prelude::Probe = self.prelude {
+            // SOCKS is client-first: a server speaking first, or any other first byte, is HTTP
+            // (or at least not SOCKS).
+            let version = match dir {
+                Direction::ToServer => data.first().and_then(|b| socks::version_of(*b)),
+                Direction::ToClient => None,
+            };
+            self.prelude = match version {
+                Some(version) => Prelude::Socks(Box::new(SocksPrelude {
+                    version,
+                    held: [Vec::new(), Vec::new()],
+                    ts: [ts; 2],
+                    done: [false; 2],
+                })),
+                None => Prelude::Off,
+            };
+        }
+        let Prelude::Socks(p) = &mut self.prelude else {
+            self.feed(dir, data, ts, cfg, stats);
+            return;
+        };
+        let i = dir.index();
+        if p.done.get(i).copied().unwrap_or(true) {
+            self.feed(dir, data, ts, cfg, stats);
+            return;
+        }
+        let Some(held) = p.held.get_mut(i) else {
+            return;
+        };
+        if held.is_empty() {
+            if let Some(t) = p.ts.get_mut(i) {
+                *t = ts;
+            }
+        }
+        // Hold at most one byte past the limit: the decision depends only on that prefix, so it
+        // is the same however the bytes were split, and the rest of `data` is not copied.
+        let room = cfg
+            .max_socks_handshake_bytes
+            .saturating_add(1)
+            .saturating_sub(held.len());
+        let (taken, tail) = data.split_at(room.min(data.len()));
+        held.extend_from_slice(taken);
+        let parsed = match dir {
+            Direction::ToServer => socks::client_handshake(held),
+            Direction::ToClient => socks::server_handshake(held, p.version),
+        };
+        let parsed = match parsed {
+            // Longer than any real handshake: not SOCKS after all.
+            Handshake::NeedMore if held.len() > cfg.max_socks_handshake_bytes => {
+                Handshake::NotSocks
+            }
+            Handshake::Done { consumed, .. } if consumed > cfg.max_socks_handshake_bytes => {
+                Handshake::NotSocks
+            }
+            other => other,
+        };
+        match parsed {
+            Handshake::NeedMore => {}
+            Handshake::NotSocks => {
+                self.abandon_socks(cfg, stats);
+                if !tail.is_empty() {
+                    self.feed(dir, tail, ts, cfg, stats);
+                }
+            }
+            Handshake::Done { consumed, granted } => {
+                let mut rest = held.split_off(consumed.min(held.len()));
+                rest.extend_from_slice(tail);
+                *held = Vec::new();
+                if let Some(d) = p.done.get_mut(i) {
+                    *d = true;
+                }
+                if dir == Direction::ToServer {
+                    stats.socks_handshakes += 1;
+                    if !self.conn_flags.contains(&FLAG_SOCKS) {
+                        self.conn_flags.push(FLAG_SOCKS);
+                    }
+                }
+                // A refused request ends SOCKS too: whatever follows is parsed as it comes.
+                if p.done.iter().all(|d| *d) || !granted {
+                    let _ = self.take_prelude_bytes();
+                }
+                if !rest.is_empty() {
+                    self.feed(dir, &rest, ts, cfg, stats);
+                }
+            }
+        }
+    }
+
+    /// Ends the prelude and returns the bytes still held, per direction, with their times.
+    fn take_prelude_bytes(&mut self) -> [(Vec<u8>, Timestamp); 2] {
+        match std::mem::replace(&mut self.prelude, Prelude::Off) {
+            Prelude::Socks(p) => {
+                let SocksPrelude { held, ts, .. } = *p;
+                let [c, s] = held;
+                [(c, ts[0]), (s, ts[1])]
+            }
+            _ => [(Vec::new(), Timestamp::ZERO), (Vec::new(), Timestamp::ZERO)],
+        }
+    }
+
+    /// The bytes held as a SOCKS handshake are not one (or the handshake cannot finish): they
+    /// are parsed as HTTP after all, client side first, each with the time it arrived.
+    fn abandon_socks(&mut self, cfg: &HttpConfig, stats: &mut HttpStats) {
+        if !matches!(self.prelude, Prelude::Socks(_)) {
+            self.prelude = Prelude::Off;
+            return;
+        }
+        stats.socks_abandoned += 1;
+        let [(c, tc), (s, ts)] = self.take_prelude_bytes();
+        if !c.is_empty() {
+            self.feed(Direction::ToServer, &c, tc, cfg, stats);
+        }
+        if !s.is_empty() {
+            self.feed(Direction::ToClient, &s, ts, cfg, stats);
+        }
+    }
+
+    /// A gap or a close in `dir` while its handshake is unfinished: it cannot finish any more.
+    fn end_prelude_for(&mut self, dir: Direction, cfg: &HttpConfig, stats: &mut HttpStats) {
+        let unfinished = match &self.prelude {
+            Prelude::Socks(p) => !p.done.get(dir.index()).copied().unwrap_or(true),
+            _ => false,
+        };
+        if unfinished {
+            self.abandon_socks(cfg, stats);
+        } else if matches!(self.prelude, Prelude::Probe) {
+            self.prelude = Prelude::Off;
+        }
     }
 
     /// Attaches an outside anomaly (e.g. a TCP overlap mismatch) to the message in progress in
@@ -297,6 +479,10 @@ impl HttpConn {
         cfg: &HttpConfig,
         stats: &mut HttpStats,
     ) {
+        if dir == Direction::ToClient && !data.is_empty() {
+            // The server answers: a 0.9 request still waiting for a header block is complete.
+            self.commit_simple(ts, cfg, stats);
+        }
         let mut rest = data;
         while !rest.is_empty() {
             let half = self.half(dir);
@@ -429,6 +615,10 @@ impl HttpConn {
                     Some(r) => !(r.simple && half.resyncing),
                     None => false,
                 }
+            } else if half.resyncing {
+                // Looking for a message start inside unknown bytes (after a gap or junk): only a
+                // conventional status line counts, so body text mentioning HTTP/ does not.
+                parser::is_resync_status_line(line)
             } else {
                 parser::parse_status_line(line).is_some()
             };
@@ -452,11 +642,10 @@ impl HttpConn {
                 half.have_start = true;
                 half.resyncing = false;
                 half.line_start = half.buf.len();
-                let simple = half.is_request()
+                // A versionless (0.9) request may still be followed by header lines, as Zeek
+                // reads them; the next line decides (see `simple_pending`).
+                half.simple_pending = half.is_request()
                     && parser::parse_request_line(&half.buf).is_some_and(|r| r.simple);
-                if simple {
-                    self.complete_head(dir, ts, cfg, stats);
-                }
             } else {
                 stats.junk_bytes = stats.junk_bytes.saturating_add(half.buf.len() as u64);
                 if !half.resyncing {
@@ -469,12 +658,37 @@ impl HttpConn {
             }
             return take;
         }
+        if half.simple_pending && !is_blank_line(line) {
+            if parser::looks_like_header_field(line) {
+                half.simple_pending = false;
+            } else {
+                // The 0.9 request ended with its own line; this one starts the next message.
+                self.commit_simple(ts, cfg, stats);
+                return take;
+            }
+        }
         if is_blank_line(line) {
             self.complete_head(dir, ts, cfg, stats);
         } else {
             half.line_start = half.buf.len();
         }
         take
+    }
+
+    /// Completes an HTTP/0.9 request waiting in `simple_pending` with the lines read so far; the
+    /// bytes after them (a partial or undecided line) are parsed again as the start of what
+    /// follows.
+    fn commit_simple(&mut self, ts: Timestamp, cfg: &HttpConfig, stats: &mut HttpStats) {
+        let half = &mut self.halves[0];
+        if !half.simple_pending || !matches!(half.state, State::Head) {
+            return;
+        }
+        let tail = half.buf.split_off(half.line_start.min(half.buf.len()));
+        half.simple_pending = false;
+        self.complete_head(Direction::ToServer, ts, cfg, stats);
+        if !tail.is_empty() {
+            self.feed(Direction::ToServer, &tail, ts, cfg, stats);
+        }
     }
 
     /// The head in `buf` would pass `max_header_bytes`.
@@ -663,6 +877,11 @@ impl HttpConn {
                 raise(&mut old.flags, stats, HttpAnomaly::ExcessivePipelining);
             }
         }
+        let mut entry = entry;
+        if self.halves[1].closed {
+            // The server has closed: no answer can come.
+            entry.resp = RespState::Never;
+        }
         self.queue.push_back(entry);
         let framing = match (framed, framing) {
             (true, Some(fr)) => fr,
@@ -710,9 +929,21 @@ impl HttpConn {
         for a in &head.anomalies {
             raise(&mut flags, stats, *a);
         }
+        self.take_unfinished_request(start, ts, cfg, stats);
         let id = self.pair_response(start, stats);
         let f = &head.framing;
-        let coding = content_coding(f.te_coding, f.content_encoding);
+        // Transfer-Encoding is HTTP/1.1 (RFC 9112 §6.1 calls it faulty framing in an older
+        // message) and browsers split on it: Chromium ignores it below 1.1, Firefox decodes it.
+        // With a Content-Length beside it, the length frames the body (Chromium's reading);
+        // without one, chunked still applies (Firefox's), since until-close would be the only
+        // other choice. Either way it is flagged.
+        let te_applies = f.te_present
+            && (line.version == HttpVersion::Http11 || f.content_length == ContentLength::Absent);
+        let coding = if te_applies {
+            content_coding(f.te_coding, f.content_encoding)
+        } else {
+            f.content_encoding
+        };
         let Some(e) = self.entry(id) else {
             return;
         };
@@ -722,9 +953,12 @@ impl HttpConn {
         let status = line.status;
         // A salvaged head (oversize, gap) is not trusted to switch protocols: its end is unknown.
         let tunnel = framed && (status == 101 || (e.connect && (200..300).contains(&status)));
+        if f.te_present && line.version != HttpVersion::Http11 {
+            raise(&mut e.flags, stats, HttpAnomaly::TransferEncodingInHttp10);
+        }
         let framing = if tunnel || e.head_method || status == 204 || status == 304 {
             Framing::NoBody
-        } else if f.te_present {
+        } else if te_applies {
             if f.te_chunked {
                 Framing::Chunked
             } else {
@@ -763,6 +997,37 @@ impl HttpConn {
         if !framed {
             self.halves[1].enter_resync(stats);
         }
+    }
+
+    /// A final response is starting and no request waits for it, but the client is in the middle
+    /// of a request head: the server has evidently taken that request as complete (or gave up on
+    /// it, as with a 400 to a head without its blank line), so the head is taken as it stands and
+    /// the rest of the client's head is skipped as the server skipped it.
+    fn take_unfinished_request(
+        &mut self,
+        start: Timestamp,
+        ts: Timestamp,
+        cfg: &HttpConfig,
+        stats: &mut HttpStats,
+    ) {
+        let waiting = self.queue.iter().any(|e| {
+            e.resp == RespState::Waiting && e.request.as_ref().is_some_and(|r| r.start <= start)
+        });
+        let c = &mut self.halves[0];
+        let unfinished = matches!(c.state, State::Head)
+            && c.have_start
+            && !c.discard_line
+            && c.line_start > 0
+            && c.head_ts <= start;
+        if waiting || !unfinished {
+            return;
+        }
+        let mut flags = std::mem::take(&mut c.flags);
+        raise(&mut flags, stats, HttpAnomaly::ResponseBeforeRequestEnd);
+        c.flags = flags;
+        c.next_flag(FLAG_PARTIAL);
+        self.salvage_head(Direction::ToServer, ts, cfg, stats);
+        self.halves[0].enter_resync(stats);
     }
 
     /// Chooses the entry a final response answers, creating one if it answers none.
@@ -1073,6 +1338,8 @@ impl HttpConn {
     ) {
         stats.gaps += 1;
         stats.gap_bytes = stats.gap_bytes.saturating_add(len);
+        self.end_prelude_for(dir, cfg, stats);
+        self.commit_simple(ts, cfg, stats);
         self.release_held(dir, cfg, stats);
         let gap_flag = self.half(dir).gap_flag();
         let half = self.half(dir);
@@ -1152,6 +1419,8 @@ impl HttpConn {
         if self.half(dir).closed {
             return;
         }
+        self.end_prelude_for(dir, cfg, stats);
+        self.commit_simple(ts, cfg, stats);
         self.release_held(dir, cfg, stats);
         let half = self.half(dir);
         half.closed = true;
@@ -1232,12 +1501,18 @@ impl HttpConn {
             }
             self.emitted = self.emitted.saturating_add(1);
             stats.transactions += 1;
+            let mut flags = e.flags;
+            for f in &self.conn_flags {
+                if !flags.contains(f) {
+                    flags.push(f);
+                }
+            }
             out.push(Transaction {
                 conn: ConnInfo::default(),
                 depth: self.emitted,
                 request: e.request,
                 response: e.response,
-                flags: e.flags,
+                flags,
             });
         }
     }
@@ -1260,7 +1535,11 @@ mod tests {
         /// Bytes held in per-direction buffers and entries waiting in the queue.
         fn held(&self) -> (usize, usize) {
             let bytes = self.halves.iter().map(|h| h.buf.len()).max().unwrap_or(0);
-            (bytes, self.queue.len())
+            let socks = match &self.prelude {
+                Prelude::Socks(p) => p.held.iter().map(Vec::len).max().unwrap_or(0),
+                _ => 0,
+            };
+            (bytes.max(socks), self.queue.len())
         }
     }
 
@@ -1306,6 +1585,11 @@ mod tests {
         b"abc",
         b"\x1f\x8b\x08\x00\x00\x00\x00\x00",
         b"\x00\xff junk",
+        b"\x05\x01\x00",
+        b"\x05\x00",
+        b"\x05\x01\x00\x01\x0a\x00\x00\x02\x00\x50",
+        b"\x04\x01\x00\x50\x0a\x00\x00\x02\x00",
+        b"\x00\x5a\x00\x50\x0a\x00\x00\x02",
     ];
 
     fn event() -> impl Strategy<Value = Ev> {
@@ -1334,6 +1618,7 @@ mod tests {
             max_chunk_line_bytes: 24,
             max_interim_responses: 2,
             max_tunnel_wait_bytes: 32,
+            max_socks_handshake_bytes: 24,
             ..HttpConfig::default()
         }
     }
@@ -1400,6 +1685,38 @@ mod tests {
             let evs: Vec<Ev> = chunks.into_iter().map(|(c, b)| Ev::Data(c, b)).collect();
             replay(&evs, 7, &cfg);
         }
+    }
+
+    #[test]
+    fn http09_request_keeps_the_header_block_that_follows_it() {
+        let cfg = HttpConfig::default();
+        let mut conn = HttpConn::new();
+        let mut stats = HttpStats::default();
+        let mut out = Vec::new();
+        let ts = Timestamp::ZERO;
+        let req = b"CCM_POST /HTTP/1.1\r\nHost: www.google.com\r\n\r\n";
+        for piece in req.chunks(5) {
+            conn.on_data(Direction::ToServer, piece, ts, &cfg, &mut stats, &mut out);
+        }
+        conn.on_data(
+            Direction::ToClient,
+            b"HTTP/1.0 400 Bad Request\r\n\r\n",
+            ts,
+            &cfg,
+            &mut stats,
+            &mut out,
+        );
+        conn.finish(ts, &cfg, &mut stats, &mut out);
+        assert_eq!(out.len(), 1);
+        let q = out[0].request.as_ref().unwrap();
+        assert_eq!(
+            (q.method.as_str(), q.uri.as_str()),
+            ("CCM_POST", "/HTTP/1.1")
+        );
+        assert_eq!(q.version, HttpVersion::Http09);
+        assert_eq!(q.headers.get("host"), Some(&b"www.google.com"[..]));
+        let r = out[0].response.as_ref().unwrap();
+        assert_eq!((r.status, r.body.len), (0, 28));
     }
 
     #[test]

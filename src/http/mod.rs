@@ -17,6 +17,7 @@ pub mod anomaly;
 pub mod body;
 pub mod conn;
 pub mod parser;
+pub mod socks;
 
 pub use anomaly::HttpAnomaly;
 pub use conn::HttpConn;
@@ -54,6 +55,10 @@ pub struct HttpConfig {
     /// Client bytes held back after a CONNECT or Upgrade request until the server decides whether
     /// a tunnel starts. When hit: the bytes are parsed as HTTP without waiting.
     pub max_tunnel_wait_bytes: usize,
+    /// Bytes of one side's SOCKS handshake held at the start of a connection (a SOCKS5 greeting,
+    /// login and request fit in 1032). When hit: the connection is not SOCKS, the bytes are
+    /// parsed as HTTP, and `socks_abandoned` counts it.
+    pub max_socks_handshake_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -69,6 +74,7 @@ impl Default for HttpConfig {
             max_chunk_line_bytes: 16 * 1024,
             max_interim_responses: 16,
             max_tunnel_wait_bytes: 64 * 1024,
+            max_socks_handshake_bytes: 2048,
         }
     }
 }
@@ -98,6 +104,11 @@ pub struct HttpStats {
     pub tunnel_bytes: u64,
     /// Bodies whose content went past `body_limit_bytes`.
     pub bodies_truncated: u64,
+    /// Connections whose SOCKS handshake was skipped before parsing HTTP.
+    pub socks_handshakes: u64,
+    /// Connections that opened like SOCKS but were not (or whose handshake could not finish);
+    /// their bytes were parsed as HTTP.
+    pub socks_abandoned: u64,
     /// Anomalies raised, indexed by [`HttpAnomaly::index`].
     pub anomalies: [u64; HttpAnomaly::COUNT],
 }
@@ -128,6 +139,8 @@ impl HttpStats {
         self.tunnels += o.tunnels;
         self.tunnel_bytes = self.tunnel_bytes.saturating_add(o.tunnel_bytes);
         self.bodies_truncated += o.bodies_truncated;
+        self.socks_handshakes += o.socks_handshakes;
+        self.socks_abandoned += o.socks_abandoned;
         for (a, b) in self.anomalies.iter_mut().zip(o.anomalies.iter()) {
             *a += b;
         }
@@ -194,7 +207,9 @@ mod tests {
             (b"GET /x\r\n", Sniff::Request),
             (b"HTTP/1.1 200 OK\r\n", Sniff::Response),
             (b"HTTP/1.", Sniff::Response),
-            (b"HTTP/1.1 OK\r\n", Sniff::Unknown),
+            // Every line that starts with `HTTP/` is a status line (see `parse_status_line`).
+            (b"HTTP/1.1 OK\r\n", Sniff::Response),
+            (b"HTTX/1.1 200 OK\r\n", Sniff::Unknown),
             (b"\x16\x03\x01\x00\xa5\x01", Sniff::Unknown),
             (b"SSH-2.0-OpenSSH_8.9\r\n", Sniff::Unknown),
             (b"", Sniff::Unknown),
