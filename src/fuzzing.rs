@@ -834,6 +834,47 @@ mod tests {
         wire_decode(&bytes);
     }
 
+    /// The reassembly oracle is only worth its runs if it objects to a wrong stream: bytes
+    /// never sent at their position, positions nobody sent, and anything after `Fin`.
+    #[test]
+    fn reassembly_checker_rejects_what_was_never_sent() {
+        let rejects = |reach: u64, events: &[StreamEvent<'_>]| {
+            std::panic::catch_unwind(|| {
+                let mut t = Tracked {
+                    reach,
+                    ..Tracked::default()
+                };
+                let mut c = Checker {
+                    t: &mut t,
+                    cur: SeqNum(u32::MAX - 1),
+                };
+                for ev in events {
+                    c.event(*ev);
+                }
+            })
+            .is_err()
+        };
+        let sent: Vec<u8> = (0..4)
+            .map(|k| seq_pattern((u32::MAX - 1).wrapping_add(k)))
+            .collect();
+        let inverted: Vec<u8> = sent.iter().map(|b| !b).collect();
+        let wrong: Vec<u8> = sent.iter().map(|b| b ^ 1).collect();
+        assert!(!rejects(4, &[StreamEvent::Data(&sent)]));
+        assert!(!rejects(4, &[StreamEvent::Data(&inverted)]));
+        assert!(!rejects(
+            6,
+            &[
+                StreamEvent::Gap(2),
+                StreamEvent::Data(&sent[2..]),
+                StreamEvent::Fin
+            ]
+        ));
+        assert!(rejects(4, &[StreamEvent::Data(&wrong)]));
+        assert!(rejects(3, &[StreamEvent::Data(&sent)]));
+        assert!(rejects(9, &[StreamEvent::Fin, StreamEvent::Gap(1)]));
+        assert!(rejects(9, &[StreamEvent::Fin, StreamEvent::Fin]));
+    }
+
     #[test]
     fn target_names_round_trip() {
         for t in Target::ALL {
