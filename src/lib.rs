@@ -9,6 +9,8 @@ pub mod cli;
 pub mod common;
 pub mod engine;
 pub mod flow;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod inventory;

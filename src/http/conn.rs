@@ -283,6 +283,18 @@ impl HttpConn {
         self.tunnel
     }
 
+    /// Bytes held for one direction: a head being read, or client bytes held back until a
+    /// tunnel is decided. Never more than `max_header_bytes.max(max_tunnel_wait_bytes)`.
+    pub fn buffered_bytes(&self, dir: Direction) -> usize {
+        self.halves.get(dir.index()).map_or(0, |h| h.buf.len())
+    }
+
+    /// Transactions queued and not yet emitted. Never more than twice `max_pending_requests`
+    /// plus two after a call returns (see `drain`).
+    pub fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
     fn half(&mut self, dir: Direction) -> &mut Half {
         match dir {
             Direction::ToServer => &mut self.halves[0],
