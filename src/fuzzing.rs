@@ -269,6 +269,7 @@ pub fn tight_http_config() -> HttpConfig {
         max_chunk_line_bytes: 24,
         max_interim_responses: 2,
         max_tunnel_wait_bytes: 32,
+        max_socks_handshake_bytes: 48,
     }
 }
 

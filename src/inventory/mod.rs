@@ -11,4 +11,5 @@
 //! for what the limit turned away.
 
 pub mod sensitive;
+pub mod spec;
 pub mod template;
