@@ -1086,6 +1086,7 @@ mod tests {
         }
     }
 
+    #[test]
     fn chunk_sizes() {
         let ok: &[(&[u8], u64, bool)] = &[
             (b"0", 0, false),
