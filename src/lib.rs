@@ -14,6 +14,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod inventory;
+pub mod model;
 pub mod synth;
 pub mod telemetry;
 pub mod transaction;
