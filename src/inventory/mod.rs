@@ -10,6 +10,7 @@
 //! clock, no threads. Every growing structure has a named limit in its config and a counter
 //! for what the limit turned away.
 
+pub mod params;
 pub mod sensitive;
 pub mod spec;
 pub mod template;
