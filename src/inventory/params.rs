@@ -95,9 +95,11 @@ pub fn query_params(uri: &str) -> (Vec<(String, String)>, usize) {
 mod tests {
     use super::*;
 
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
     #[test]
     fn placeholders_take_their_segments() {
-        let cases: &[(&str, &str, &[(&str, &str)])] = &[
+        let cases: &[Case] = &[
             ("/users/{id}", "/users/42", &[("id", "42")]),
             (
                 "/users/{id}/orders/{uuid}",
