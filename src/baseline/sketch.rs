@@ -94,13 +94,15 @@ struct QuantileSketchRepr {
     count: u64,
     rejected: u64,
     collapsed: u64,
-    min: f64,
-    max: f64,
+    /// `None` when empty: JSON has no infinities.
+    min: Option<f64>,
+    max: Option<f64>,
     sum: f64,
 }
 
 impl From<QuantileSketch> for QuantileSketchRepr {
     fn from(s: QuantileSketch) -> Self {
+        let (min, max) = (s.min(), s.max());
         QuantileSketchRepr {
             alpha: s.alpha,
             max_buckets: s.max_buckets,
@@ -110,8 +112,8 @@ impl From<QuantileSketch> for QuantileSketchRepr {
             count: s.count,
             rejected: s.rejected,
             collapsed: s.collapsed,
-            min: s.min,
-            max: s.max,
+            min,
+            max,
             sum: s.sum,
         }
     }
@@ -153,8 +155,8 @@ impl TryFrom<QuantileSketchRepr> for QuantileSketch {
         s.count = r.count;
         s.rejected = r.rejected;
         s.collapsed = r.collapsed;
-        s.min = r.min;
-        s.max = r.max;
+        s.min = r.min.unwrap_or(f64::INFINITY);
+        s.max = r.max.unwrap_or(f64::NEG_INFINITY);
         s.sum = r.sum;
         Ok(s)
     }
@@ -1222,6 +1224,12 @@ mod tests {
         for v in [1.0, 2.0, 3.0, 500.0, 0.0] {
             s.add(v);
         }
+        let empty = QuantileSketch::new(0.02, 128);
+        let json = serde_json::to_string(&empty).unwrap();
+        assert_eq!(
+            serde_json::from_str::<QuantileSketch>(&json).unwrap(),
+            empty
+        );
         let json = serde_json::to_string(&s).unwrap();
         let back: QuantileSketch = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
