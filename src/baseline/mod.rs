@@ -12,5 +12,6 @@
 //! counter for what a cap turned away; every profile and sketch is `Serialize + Deserialize`
 //! and has `merge`, so profiles learned by different workers or on different days combine.
 
+pub mod profile;
 pub mod shape;
 pub mod sketch;

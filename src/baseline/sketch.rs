@@ -886,6 +886,8 @@ pub struct HourOfWeekRate {
     /// The open clock hour and its calls so far.
     open_hour: u64,
     open_calls: u64,
+    /// Calls in the first clock hour, so a merge with a series ending in that hour is exact.
+    first_calls: u64,
     /// Events older than the open hour, counted into their own bucket's sum but not as hours.
     late: u64,
 }
@@ -903,6 +905,7 @@ impl HourOfWeekRate {
             first_hour: None,
             open_hour: 0,
             open_calls: 0,
+            first_calls: 0,
             late: 0,
         }
     }
@@ -937,9 +940,13 @@ impl HourOfWeekRate {
                 self.first_hour = Some(hour);
                 self.open_hour = hour;
                 self.open_calls = n;
+                self.first_calls = n;
             }
-            Some(_) if hour == self.open_hour => {
+            Some(first) if hour == self.open_hour => {
                 self.open_calls = self.open_calls.saturating_add(n);
+                if hour == first {
+                    self.first_calls = self.first_calls.saturating_add(n);
+                }
             }
             Some(_) if hour > self.open_hour => {
                 self.close_open();
@@ -1022,32 +1029,59 @@ impl HourOfWeekRate {
         Some((calls as f64 - mean) / scale)
     }
 
-    /// Adds `other`. When the two series cover disjoint periods the result equals one series
-    /// fed both streams in time order (the quiet hours between them included); overlapping
-    /// periods (two sensors at once) add their closed hours, and the later open hour stays open.
+    /// Adds `other`. When the two series cover disjoint periods (one may end in the hour the
+    /// other starts) the result equals one series fed both streams in time order, quiet hours
+    /// between them included. Overlapping periods (two sensors at once) add their closed
+    /// hours, and the later open hour stays open: an approximation, as the per-hour counts
+    /// of the two cannot be paired after the fact.
     pub fn merge(&mut self, other: &HourOfWeekRate) {
-        let (Some(a_first), Some(b_first)) = (self.first_hour, other.first_hour) else {
-            if self.first_hour.is_none() {
-                *self = other.clone();
+        match (self.first_hour, other.first_hour) {
+            (_, None) => {}
+            (None, Some(_)) => *self = other.clone(),
+            // The series that started first (or, starting in the same hour, ended first)
+            // takes the other after it.
+            (Some(a), Some(b)) if (b, other.open_hour) < (a, self.open_hour) => {
+                let mut early = other.clone();
+                early.merge_later(self);
+                *self = early;
             }
+            (Some(_), Some(_)) => self.merge_later(other),
+        }
+    }
+
+    /// `merge` for an `other` that started no earlier than `self`.
+    fn merge_later(&mut self, other: &HourOfWeekRate) {
+        let (Some(a_first), Some(b_first)) = (self.first_hour, other.first_hour) else {
             return;
         };
         if self.open_hour < b_first {
-            // self entirely before other.
+            // Disjoint: self ends before other starts.
             self.close_open();
             self.record_quiet(self.open_hour + 1, b_first);
             add_closed(self, other);
             self.open_hour = other.open_hour;
             self.open_calls = other.open_calls;
-        } else if other.open_hour < a_first {
-            // other entirely before self.
-            let mut early = other.clone();
-            early.close_open();
-            early.record_quiet(other.open_hour + 1, a_first);
-            add_closed(&mut early, self);
-            early.open_hour = self.open_hour;
-            early.open_calls = self.open_calls;
-            *self = early;
+        } else if self.open_hour == b_first {
+            // Touching: self's last hour is other's first; their calls share one clock hour.
+            let (ca, cb) = (self.open_calls, other.first_calls);
+            add_closed(self, other);
+            if other.open_hour == b_first {
+                self.open_calls = ca.saturating_add(other.open_calls);
+            } else {
+                if let Some(bk) = self.bucket_mut(b_first) {
+                    let both = ca.saturating_add(cb);
+                    bk.sum = bk.sum.saturating_add(ca);
+                    bk.sum_sq = bk
+                        .sum_sq
+                        .saturating_sub(cb.saturating_mul(cb))
+                        .saturating_add(both.saturating_mul(both));
+                }
+                self.open_hour = other.open_hour;
+                self.open_calls = other.open_calls;
+            }
+            if a_first == b_first {
+                self.first_calls = self.first_calls.saturating_add(cb);
+            }
         } else {
             add_closed(self, other);
             match self.open_hour.cmp(&other.open_hour) {
@@ -1067,7 +1101,6 @@ impl HourOfWeekRate {
                 }
             }
         }
-        self.first_hour = Some(a_first.min(b_first));
     }
 }
 
@@ -1470,9 +1503,6 @@ mod tests {
             }
             for &h in &events[split..] {
                 b.observe(at_hour(h), 1);
-            }
-            if split > 0 && split < events.len() && events[split - 1] == events[split] {
-                continue; // the split falls inside one hour: overlapping, covered below
             }
             let mut ab = a.clone();
             ab.merge(&b);
