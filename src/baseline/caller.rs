@@ -1,0 +1,321 @@
+//! Caller profiles: how one identity (a subject pseudonym) uses the API, so detectors can
+//! tell a caller's burst, scan or exfiltration from its own normal.
+//!
+//! A [`CallerProfile`] holds call counts and times, an hour-of-week rate series, the endpoints
+//! used (a bounded set of labels plus a distinct count that keeps counting past the bound),
+//! response-status outcomes for an error ratio, and response bytes sent to the caller.
+//!
+//! Invariants: pure and bounded like every baseline structure (endpoints kept per caller are
+//! capped by [`CallerConfig::max_endpoints_per_caller`], with a counter); keyed by pseudonym,
+//! so nothing here names a person or holds a credential; `merge` equals one profile fed both
+//! streams, exactly for counts.
+
+use super::profile::EndpointKey;
+use super::sketch::{Hll, HourOfWeekRate, QuantileSketch};
+use crate::common::Timestamp;
+use crate::transaction::Transaction;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Settings of caller profiles (`[baseline.caller]` in the config file).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallerConfig {
+    /// Endpoint labels kept per caller; further endpoints are only counted in
+    /// `distinct_endpoints` (`endpoints_untracked`). Default 64.
+    pub max_endpoints_per_caller: usize,
+    /// Precision of the distinct-endpoints counter (sparse while small). Default 8.
+    pub endpoints_hll_precision: u8,
+    /// Relative accuracy of the bytes-out quantiles. Default 0.02.
+    pub quantile_relative_accuracy: f64,
+    /// Buckets of the bytes-out sketch; 256 at 2 % span 1 byte to 30 MB. Default 256.
+    pub max_quantile_buckets: usize,
+}
+
+impl Default for CallerConfig {
+    fn default() -> Self {
+        CallerConfig {
+            max_endpoints_per_caller: 64,
+            endpoints_hll_precision: 8,
+            quantile_relative_accuracy: 0.02,
+            max_quantile_buckets: 256,
+        }
+    }
+}
+
+mod ts_nanos {
+    use crate::common::Timestamp;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(t.as_nanos())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        u64::deserialize(d).map(Timestamp::from_nanos)
+    }
+}
+
+/// Everything learned about one caller. See the module documentation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerProfile {
+    pub calls: u64,
+    #[serde(with = "ts_nanos")]
+    pub first_seen: Timestamp,
+    #[serde(with = "ts_nanos")]
+    pub last_seen: Timestamp,
+    pub rate: HourOfWeekRate,
+    /// Endpoint labels ([`EndpointKey::label`]), at most `max_endpoints_per_caller`.
+    pub endpoints: BTreeSet<String>,
+    /// Calls to endpoints not kept in `endpoints` because it was full.
+    pub endpoints_untracked: u64,
+    /// Every distinct endpoint, kept or not.
+    pub distinct_endpoints: Hll,
+    /// Calls that got a response.
+    pub responses: u64,
+    pub client_errors: u64,
+    pub server_errors: u64,
+    /// 401 and 403 responses: failed or refused authorisation.
+    pub auth_failures: u64,
+    /// Response body bytes sent to the caller per call (decoded length, counted in full).
+    pub bytes_out: QuantileSketch,
+}
+
+impl CallerProfile {
+    pub fn new(cfg: &CallerConfig) -> Self {
+        CallerProfile {
+            calls: 0,
+            first_seen: Timestamp::ZERO,
+            last_seen: Timestamp::ZERO,
+            rate: HourOfWeekRate::new(),
+            endpoints: BTreeSet::new(),
+            endpoints_untracked: 0,
+            distinct_endpoints: Hll::new(cfg.endpoints_hll_precision),
+            responses: 0,
+            client_errors: 0,
+            server_errors: 0,
+            auth_failures: 0,
+            bytes_out: QuantileSketch::new(
+                cfg.quantile_relative_accuracy,
+                cfg.max_quantile_buckets,
+            ),
+        }
+    }
+
+    /// Learns from one transaction this caller made to `endpoint`.
+    pub fn observe(&mut self, tx: &Transaction, endpoint: &EndpointKey, cfg: &CallerConfig) {
+        let ts = tx.ts();
+        if self.calls == 0 || ts < self.first_seen {
+            self.first_seen = ts;
+        }
+        self.last_seen = self.last_seen.max(ts);
+        self.calls = self.calls.saturating_add(1);
+        self.rate.observe(ts, 1);
+        let label = endpoint.label();
+        self.distinct_endpoints.insert(label.as_bytes());
+        if !self.endpoints.contains(&label) {
+            if self.endpoints.len() < cfg.max_endpoints_per_caller {
+                self.endpoints.insert(label);
+            } else {
+                self.endpoints_untracked = self.endpoints_untracked.saturating_add(1);
+            }
+        }
+        if let Some(resp) = tx.response.as_ref() {
+            self.responses = self.responses.saturating_add(1);
+            match resp.status {
+                401 | 403 => {
+                    self.auth_failures = self.auth_failures.saturating_add(1);
+                    self.client_errors = self.client_errors.saturating_add(1);
+                }
+                400..=499 => self.client_errors = self.client_errors.saturating_add(1),
+                500..=599 => self.server_errors = self.server_errors.saturating_add(1),
+                _ => {}
+            }
+            self.bytes_out.add(resp.body.len as f64);
+        }
+    }
+
+    /// Share of responses that were 4xx or 5xx; `None` before any response.
+    pub fn error_ratio(&self) -> Option<f64> {
+        (self.responses > 0).then(|| {
+            self.client_errors.saturating_add(self.server_errors) as f64 / self.responses as f64
+        })
+    }
+
+    /// Adds `other`, learned from other calls of the same caller.
+    pub fn merge(&mut self, other: &CallerProfile, cfg: &CallerConfig) {
+        if other.calls > 0 && (self.calls == 0 || other.first_seen < self.first_seen) {
+            self.first_seen = other.first_seen;
+        }
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.calls = self.calls.saturating_add(other.calls);
+        self.rate.merge(&other.rate);
+        for e in &other.endpoints {
+            if self.endpoints.contains(e) {
+                continue;
+            }
+            if self.endpoints.len() < cfg.max_endpoints_per_caller {
+                self.endpoints.insert(e.clone());
+            } else {
+                self.endpoints_untracked = self.endpoints_untracked.saturating_add(1);
+            }
+        }
+        self.endpoints_untracked = self
+            .endpoints_untracked
+            .saturating_add(other.endpoints_untracked);
+        self.distinct_endpoints.merge(&other.distinct_endpoints);
+        self.responses = self.responses.saturating_add(other.responses);
+        self.client_errors = self.client_errors.saturating_add(other.client_errors);
+        self.server_errors = self.server_errors.saturating_add(other.server_errors);
+        self.auth_failures = self.auth_failures.saturating_add(other.auth_failures);
+        self.bytes_out.merge(&other.bytes_out);
+    }
+
+    /// Estimated heap bytes held; add `size_of::<CallerProfile>()` for the whole profile.
+    pub fn heap_bytes(&self) -> usize {
+        self.endpoints
+            .iter()
+            .map(|e| e.capacity() + std::mem::size_of::<String>() + 16)
+            .sum::<usize>()
+            + self.distinct_endpoints.heap_bytes()
+            + self.bytes_out.heap_bytes()
+            + self.rate.heap_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transaction::{Body, ConnInfo, Headers, HttpVersion, Request, Response};
+
+    fn call(template: &str, status: u16, bytes: u64, hour: u64) -> (Transaction, EndpointKey) {
+        let start = Timestamp::from_nanos(hour * 3_600_000_000_000);
+        let body = Body {
+            len: bytes,
+            ..Body::default()
+        };
+        let tx = Transaction {
+            conn: ConnInfo::default(),
+            depth: 1,
+            request: Some(Request {
+                method: "GET".into(),
+                uri: template.into(),
+                version: HttpVersion::Http11,
+                headers: Headers::new(),
+                body: Body::default(),
+                start,
+                end: start,
+            }),
+            response: Some(Response {
+                status,
+                reason: String::new(),
+                version: HttpVersion::Http11,
+                headers: Headers::new(),
+                body,
+                interim: vec![],
+                start,
+                end: start,
+            }),
+            flags: vec![],
+        };
+        let key = EndpointKey {
+            host: "api".into(),
+            method: "GET".into(),
+            template: template.into(),
+            graphql: None,
+        };
+        (tx, key)
+    }
+
+    fn stream() -> Vec<(Transaction, EndpointKey)> {
+        (0..40u64)
+            .map(|i| {
+                let status = [200, 200, 404, 403, 500][(i % 5) as usize];
+                call(&format!("/e{}", i % 6), status, 100 * (i + 1), i / 3)
+            })
+            .collect()
+    }
+
+    fn profile_of(s: &[(Transaction, EndpointKey)], cfg: &CallerConfig) -> CallerProfile {
+        let mut p = CallerProfile::new(cfg);
+        for (t, k) in s {
+            p.observe(t, k, cfg);
+        }
+        p
+    }
+
+    #[test]
+    fn observe_counts_outcomes_endpoints_and_bytes() {
+        let cfg = CallerConfig::default();
+        let p = profile_of(&stream(), &cfg);
+        assert_eq!(p.calls, 40);
+        assert_eq!(p.responses, 40);
+        assert_eq!(
+            (p.client_errors, p.server_errors, p.auth_failures),
+            (16, 8, 8)
+        );
+        assert_eq!(p.error_ratio(), Some(0.6));
+        assert_eq!(p.endpoints.len(), 6);
+        assert!(p.endpoints.contains("GET api/e0"));
+        let est = p.distinct_endpoints.estimate();
+        // 256 registers: a couple of percent of estimator error even for tiny sets.
+        assert!((est - 6.0).abs() < 0.2, "{est}");
+        assert_eq!(p.bytes_out.max(), Some(4000.0));
+        assert_eq!(p.first_seen, Timestamp::ZERO);
+        assert_eq!(p.last_seen, Timestamp::from_nanos(13 * 3_600_000_000_000));
+        assert_eq!(p.rate.bucket(0).sum, 3);
+        assert_eq!(CallerProfile::new(&cfg).error_ratio(), None);
+    }
+
+    #[test]
+    fn endpoint_cap_keeps_counting_distinct_endpoints() {
+        let cfg = CallerConfig {
+            max_endpoints_per_caller: 2,
+            ..CallerConfig::default()
+        };
+        let p = profile_of(&stream(), &cfg);
+        assert_eq!(p.endpoints.len(), 2);
+        assert_eq!(p.endpoints_untracked, 40 - 14);
+        let est = p.distinct_endpoints.estimate();
+        // 256 registers: a couple of percent of estimator error even for tiny sets.
+        assert!((est - 6.0).abs() < 0.2, "{est}");
+    }
+
+    #[test]
+    fn merge_equals_single_pass_and_serde_round_trips() {
+        let cfg = CallerConfig::default();
+        let s = stream();
+        let whole = profile_of(&s, &cfg);
+        for split in [0, 1, 13, 20, 40] {
+            let mut a = profile_of(&s[..split], &cfg);
+            a.merge(&profile_of(&s[split..], &cfg), &cfg);
+            assert_eq!(
+                (a.calls, a.first_seen, a.last_seen),
+                (whole.calls, whole.first_seen, whole.last_seen)
+            );
+            assert_eq!(a.rate, whole.rate, "split {split}");
+            assert_eq!(a.endpoints, whole.endpoints);
+            assert_eq!(a.distinct_endpoints, whole.distinct_endpoints);
+            assert_eq!(
+                (
+                    a.responses,
+                    a.client_errors,
+                    a.server_errors,
+                    a.auth_failures
+                ),
+                (
+                    whole.responses,
+                    whole.client_errors,
+                    whole.server_errors,
+                    whole.auth_failures
+                )
+            );
+            for q in [0.0, 0.5, 0.99, 1.0] {
+                assert_eq!(a.bytes_out.quantile(q), whole.bytes_out.quantile(q));
+            }
+        }
+        let json = serde_json::to_string(&whole).unwrap();
+        assert_eq!(serde_json::from_str::<CallerProfile>(&json).unwrap(), whole);
+    }
+}
