@@ -3,6 +3,7 @@
 //! Only this layer (with `capture`) touches files, the terminal and the wall clock; the engine
 //! below it is pure.
 
+pub mod model;
 pub mod output;
 
 use crate::capture::OfflineSource;
@@ -27,6 +28,13 @@ pub enum Command {
     Flows(FlowsArgs),
     /// Write a synthetic API traffic capture (and its ground truth) with apitap's generator.
     Generate(GenerateArgs),
+    /// Learn (or extend) a model of the API from capture files.
+    Learn(model::LearnArgs),
+    /// Merge or summarise learned models.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
+    /// List the endpoints of a model, export OpenAPI, or diff against a spec.
+    Inventory(model::InventoryArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -68,6 +76,9 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Flows(a) => quiet_on_broken_pipe(flows(a)),
         Command::Generate(a) => generate(a),
+        Command::Learn(a) => model::learn(a),
+        Command::Model(c) => model::model(c),
+        Command::Inventory(a) => quiet_on_broken_pipe(model::inventory(a)),
     }
 }
 

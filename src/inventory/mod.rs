@@ -11,6 +11,7 @@
 //! for what the limit turned away.
 
 pub mod params;
+pub mod report;
 pub mod sensitive;
 pub mod spec;
 pub mod template;

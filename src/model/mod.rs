@@ -1,4 +1,133 @@
-//! Learned models on disk (`models/`): the versioned, atomically written store. The model
-//! contents (routes, endpoint and caller profiles) are defined by `inventory` and `baseline`.
+//! Learned models (`models/<name>/model.json`): route templates, endpoint profiles and the
+//! counters of how they were learned, stored with the versioned, checksummed, atomic envelope
+//! of [`store`]. `learn` builds and extends them; [`Model::merge`] combines the models of
+//! several sensors.
+//!
+//! Invariant: a model only holds pseudonyms, never a raw credential; models from sensors with
+//! different pseudonym keys refuse to merge (their caller ids would not correlate).
 
+pub mod learn;
 pub mod store;
+
+use crate::baseline::profile::{EndpointKey, EndpointProfile, ProfileConfig};
+use crate::common::Timestamp;
+use crate::inventory::template::RouteLearner;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Format version written by this apitap; files up to this version are read.
+pub const MODEL_VERSION: u32 = 1;
+/// The model file inside a model directory.
+pub const MODEL_FILE: &str = "model.json";
+
+/// How much was learned and what was turned away.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LearnCounters {
+    pub transactions: u64,
+    pub learned: u64,
+    /// Responses without a request: nothing to file them under.
+    pub without_request: u64,
+    /// Learned although parts were lost in capture (flag `partial`).
+    pub partial: u64,
+    /// Transactions of endpoints beyond `max_endpoints`.
+    pub endpoints_over_cap: u64,
+    /// Profiles moved under a template that formed after they were started.
+    pub profiles_rehomed: u64,
+}
+
+mod ts_serde {
+    use crate::common::Timestamp;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(t.as_nanos())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        u64::deserialize(d).map(Timestamp::from_nanos)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    /// Names of the sensors whose traffic this model learned, sorted, without duplicates.
+    pub sensors: Vec<String>,
+    /// Fingerprint of the pseudonym key the caller ids were made with.
+    pub pseudonym_key_id: String,
+    /// Packet time of the first and last learned transaction (nanoseconds since the epoch).
+    #[serde(with = "ts_serde")]
+    pub first_seen: Timestamp,
+    #[serde(with = "ts_serde")]
+    pub last_seen: Timestamp,
+    pub counters: LearnCounters,
+    pub routes: RouteLearner,
+    /// Endpoint profiles sorted by key.
+    pub endpoints: Vec<(EndpointKey, EndpointProfile)>,
+}
+
+impl Model {
+    pub fn new(sensor: &str, pseudonym_key_id: &str, routes: RouteLearner) -> Model {
+        Model {
+            sensors: vec![sensor.to_string()],
+            pseudonym_key_id: pseudonym_key_id.to_string(),
+            first_seen: Timestamp::ZERO,
+            last_seen: Timestamp::ZERO,
+            counters: LearnCounters::default(),
+            routes,
+            endpoints: Vec::new(),
+        }
+    }
+
+    pub fn file(dir: &Path) -> PathBuf {
+        dir.join(MODEL_FILE)
+    }
+
+    pub fn load(dir: &Path) -> Result<Model, store::StoreError> {
+        store::load(&Model::file(dir), MODEL_VERSION).map(|(_, m)| m)
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), store::StoreError> {
+        store::save(&Model::file(dir), MODEL_VERSION, self)
+    }
+
+    /// Adds another sensor's model into this one.
+    pub fn merge(&mut self, other: &Model, cfg: &ProfileConfig) -> Result<(), String> {
+        if self.pseudonym_key_id != other.pseudonym_key_id {
+            return Err(format!(
+                "pseudonym keys differ ({} vs {}): caller ids would not correlate; learn both with the same APITAP_PSEUDONYM_KEY",
+                self.pseudonym_key_id, other.pseudonym_key_id
+            ));
+        }
+        for s in &other.sensors {
+            if !self.sensors.contains(s) {
+                self.sensors.push(s.clone());
+            }
+        }
+        self.sensors.sort();
+        if other.first_seen != Timestamp::ZERO
+            && (self.first_seen == Timestamp::ZERO || other.first_seen < self.first_seen)
+        {
+            self.first_seen = other.first_seen;
+        }
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.counters.add(&other.counters);
+        self.routes.merge(&other.routes);
+        let mut all: std::collections::BTreeMap<EndpointKey, EndpointProfile> =
+            std::mem::take(&mut self.endpoints).into_iter().collect();
+        for (k, p) in &other.endpoints {
+            match all.get_mut(k) {
+                Some(mine) => mine.merge(p, cfg),
+                None => {
+                    all.insert(k.clone(), p.clone());
+                }
+            }
+        }
+        self.endpoints = all.into_iter().collect();
+        Ok(())
+    }
+
+    /// Total calls across endpoints.
+    pub fn calls(&self) -> u64 {
+        self.endpoints.iter().map(|(_, p)| p.calls).sum()
+    }
+}
