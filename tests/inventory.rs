@@ -293,3 +293,39 @@ fn learn_merge_show_inventory_and_drift() {
         "{err}"
     );
 }
+
+/// `models/demo` is what `apitap learn` makes of the bundled training captures, byte for byte.
+#[test]
+fn demo_model_is_fresh() {
+    let dir = tmp("demo");
+    let mut args: Vec<String> = vec!["learn".into()];
+    for c in ["api-basic", "api-pipelined", "api-vlan-ipv6", "api-tunnels"] {
+        args.push(capture(&format!("{c}.pcap")).display().to_string());
+    }
+    args.extend([
+        "--model".into(),
+        dir.display().to_string(),
+        "--sensor".into(),
+        "demo".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = apitap(&args, "apitap-demo-key-not-a-secret");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let fresh = std::fs::read(dir.join("model.json")).unwrap();
+    let committed_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo/model.json");
+    if std::env::var_os("APITAP_UPDATE_MODELS").is_some() {
+        std::fs::write(&committed_path, &fresh).unwrap();
+        return;
+    }
+    let committed = std::fs::read(&committed_path).expect("models/demo/model.json");
+    assert!(
+        fresh == committed,
+        "models/demo is stale: rerun with APITAP_UPDATE_MODELS=1"
+    );
+    let model = Model::load(committed_path.parent().unwrap()).unwrap();
+    assert!(
+        model.endpoints.len() >= 12,
+        "{} endpoints",
+        model.endpoints.len()
+    );
+}

@@ -124,6 +124,10 @@ impl Learner {
             mut model,
             ..
         } = self;
+        // Merge in key order: float sums depend on order, and a model must be byte-identical for
+        // the same input (the hash map's order is random per process).
+        let mut endpoints: Vec<(EndpointKey, EndpointProfile)> = endpoints.into_iter().collect();
+        endpoints.sort_by(|a, b| a.0.cmp(&b.0));
         let mut merged: HashMap<EndpointKey, EndpointProfile> = HashMap::new();
         for (mut key, profile) in endpoints {
             // A profile filed under a concrete path (`/users/alice`) moves to the template the
