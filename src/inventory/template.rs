@@ -64,6 +64,9 @@ pub enum SegmentKind {
     Email,
     /// A JWT, base64 blob, long mixed alphanumeric or prefixed random id (`cus_9s8d7f6g5h`).
     Token,
+    /// A short letter prefix, a dash or underscore, and a mostly numeric code: the shape of
+    /// business identifiers (`SKU-01559`, `ORD-2024-0001`, `inv_10442`).
+    PrefixedId,
     /// Contains a percent-encoded byte (`%20`): data, not a route word.
     Encoded,
     /// A literal longer than `max_literal_segment_bytes`.
@@ -79,6 +82,7 @@ impl SegmentKind {
             SegmentKind::Date => "date",
             SegmentKind::Email => "email",
             SegmentKind::Token => "token",
+            SegmentKind::PrefixedId => "prefixed_id",
             SegmentKind::Encoded => "encoded",
             SegmentKind::Oversized => "oversized",
         }
@@ -93,6 +97,7 @@ impl SegmentKind {
             SegmentKind::Date => ParamKind::Date,
             SegmentKind::Email => ParamKind::Email,
             SegmentKind::Token => ParamKind::Token,
+            SegmentKind::PrefixedId => ParamKind::Param,
             SegmentKind::Encoded | SegmentKind::Oversized => ParamKind::Param,
         }
     }
@@ -162,7 +167,32 @@ pub fn classify_segment(seg: &str) -> Option<SegmentKind> {
     if is_token(b) {
         return Some(SegmentKind::Token);
     }
+    if is_prefixed_id(b) {
+        return Some(SegmentKind::PrefixedId);
+    }
     None
+}
+
+/// `SKU-01559`, `ORD-2024-0001`, `inv_10442`: 1 to 8 letters, `-` or `_`, then a code of
+/// letters, digits and separators holding at least 3 digits and more digits than letters.
+/// Route words with a version or a number (`v2-beta`, `oauth2_callback`, `2fa`) have too few
+/// digits.
+fn is_prefixed_id(b: &[u8]) -> bool {
+    let prefix = b.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    if !(1..=8).contains(&prefix) || !matches!(b.get(prefix), Some(b'-' | b'_')) {
+        return false;
+    }
+    let code = &b[prefix + 1..];
+    if code.is_empty()
+        || !code
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+    {
+        return false;
+    }
+    let digits = code.iter().filter(|c| c.is_ascii_digit()).count();
+    let letters = code.iter().filter(|c| c.is_ascii_alphabetic()).count();
+    digits >= 3 && digits > letters
 }
 
 fn has_percent_escape(b: &[u8]) -> bool {
@@ -1496,6 +1526,13 @@ mod tests {
             ("api_v2beta", None),
             ("index.html", None),
             ("favicon.ico", None),
+            ("SKU-01559", Some(PrefixedId)),
+            ("ORD-2024-0001", Some(PrefixedId)),
+            ("inv_10442", Some(PrefixedId)),
+            ("v2-beta", None),
+            ("oauth2_callback", None),
+            ("x-1", None),
+            ("rfc-7231", Some(PrefixedId)),
             ("", None),
         ]);
     }
