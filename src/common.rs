@@ -8,8 +8,12 @@ use std::fmt;
 
 /// A packet timestamp: nanoseconds since the Unix epoch.
 ///
-/// pcap files carry microsecond or nanosecond resolution; both convert losslessly.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+/// pcap files carry microsecond or nanosecond resolution; both convert losslessly. Serialised
+/// as the plain nanosecond count.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Timestamp(u64);
 
 impl Timestamp {

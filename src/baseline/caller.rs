@@ -43,27 +43,12 @@ impl Default for CallerConfig {
     }
 }
 
-mod ts_nanos {
-    use crate::common::Timestamp;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(t.as_nanos())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
-        u64::deserialize(d).map(Timestamp::from_nanos)
-    }
-}
-
 /// Everything learned about one caller. See the module documentation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallerProfile {
     pub calls: u64,
-    #[serde(with = "ts_nanos")]
     pub first_seen: Timestamp,
-    #[serde(with = "ts_nanos")]
     pub last_seen: Timestamp,
     pub rate: HourOfWeekRate,
     /// Endpoint labels ([`EndpointKey::label`]), at most `max_endpoints_per_caller`.

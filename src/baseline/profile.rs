@@ -107,20 +107,6 @@ impl Default for ProfileConfig {
     }
 }
 
-/// Serializes a [`Timestamp`] as its nanoseconds.
-mod ts_nanos {
-    use crate::common::Timestamp;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(t.as_nanos())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
-        u64::deserialize(d).map(Timestamp::from_nanos)
-    }
-}
-
 /// `s` cut to at most `max` bytes at a character boundary; `true` when it was cut.
 fn truncate_label(s: &str, max: usize) -> (String, bool) {
     if s.len() <= max {
@@ -420,6 +406,21 @@ pub struct EndpointKey {
     pub graphql: Option<(GraphqlOpType, String)>,
 }
 
+/// The host an endpoint is filed under: the `Host` header lower-cased without a trailing dot,
+/// or the server `address:port` when there is none.
+pub fn endpoint_host(tx: &Transaction) -> String {
+    match tx.request.as_ref().and_then(|r| r.headers.get("host")) {
+        Some(h) if !h.is_empty() => {
+            let h = String::from_utf8_lossy(h).to_ascii_lowercase();
+            h.strip_suffix('.').map(str::to_owned).unwrap_or(h)
+        }
+        _ => match tx.conn.server {
+            std::net::IpAddr::V4(a) => format!("{a}:{}", tx.conn.server_port),
+            std::net::IpAddr::V6(a) => format!("[{a}]:{}", tx.conn.server_port),
+        },
+    }
+}
+
 impl EndpointKey {
     /// The key of a transaction's request under a route `template`; `None` without a request.
     /// GraphQL operations are read from the request body when the template looks like a
@@ -430,16 +431,7 @@ impl EndpointKey {
         cfg: &ProfileConfig,
     ) -> Option<EndpointKey> {
         let req = tx.request.as_ref()?;
-        let host = match req.headers.get("host") {
-            Some(h) if !h.is_empty() => {
-                let h = String::from_utf8_lossy(h).to_ascii_lowercase();
-                h.strip_suffix('.').map(str::to_owned).unwrap_or(h)
-            }
-            _ => match tx.conn.server {
-                std::net::IpAddr::V4(a) => format!("{a}:{}", tx.conn.server_port),
-                std::net::IpAddr::V6(a) => format!("[{a}]:{}", tx.conn.server_port),
-            },
-        };
+        let host = endpoint_host(tx);
         let graphql = if is_graphql_path(template) {
             request_graphql(req, cfg).and_then(|g| g.op)
         } else {
@@ -941,9 +933,7 @@ pub fn status_class(status: u16) -> Option<usize> {
 #[serde(deny_unknown_fields)]
 pub struct EndpointProfile {
     pub calls: u64,
-    #[serde(with = "ts_nanos")]
     pub first_seen: Timestamp,
-    #[serde(with = "ts_nanos")]
     pub last_seen: Timestamp,
     pub rate: HourOfWeekRate,
     /// Query parameters by decoded name.

@@ -10,7 +10,7 @@
 //! (`max_endpoints`), and what the cap turns away is counted.
 
 use super::{LearnCounters, Model};
-use crate::baseline::profile::{EndpointKey, EndpointProfile, ProfileConfig};
+use crate::baseline::profile::{endpoint_host, EndpointKey, EndpointProfile, ProfileConfig};
 use crate::identity::IdentityExtractor;
 use crate::inventory::params;
 use crate::inventory::template::RouteLearner;
@@ -40,21 +40,6 @@ pub struct Learner {
     routes: RouteLearner,
     endpoints: HashMap<EndpointKey, EndpointProfile>,
     model: Model,
-}
-
-/// The host an endpoint is filed under: the Host header (lower case, no trailing dot), else the
-/// server address. The same rule as `EndpointKey`.
-fn host_of(tx: &Transaction) -> String {
-    match tx.request.as_ref().and_then(|r| r.headers.get("host")) {
-        Some(h) if !h.is_empty() => {
-            let h = String::from_utf8_lossy(h).to_ascii_lowercase();
-            h.strip_suffix('.').map(str::to_owned).unwrap_or(h)
-        }
-        _ => match tx.conn.server {
-            std::net::IpAddr::V4(a) => format!("{a}:{}", tx.conn.server_port),
-            std::net::IpAddr::V6(a) => format!("[{a}]:{}", tx.conn.server_port),
-        },
-    }
 }
 
 impl Learner {
@@ -89,7 +74,7 @@ impl Learner {
         if ts > self.model.last_seen {
             self.model.last_seen = ts;
         }
-        let host = host_of(tx);
+        let host = endpoint_host(tx);
         self.routes.observe(&host, &req.method, &req.uri);
         let template = self.routes.template_of(&host, &req.method, &req.uri);
         let Some(key) = EndpointKey::from_transaction(tx, &template.path, &self.cfg.profile) else {

@@ -36,17 +36,6 @@ pub struct LearnCounters {
     pub profiles_rehomed: u64,
 }
 
-mod ts_serde {
-    use crate::common::Timestamp;
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(t.as_nanos())
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
-        u64::deserialize(d).map(Timestamp::from_nanos)
-    }
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Model {
@@ -55,9 +44,7 @@ pub struct Model {
     /// Fingerprint of the pseudonym key the caller ids were made with.
     pub pseudonym_key_id: String,
     /// Packet time of the first and last learned transaction (nanoseconds since the epoch).
-    #[serde(with = "ts_serde")]
     pub first_seen: Timestamp,
-    #[serde(with = "ts_serde")]
     pub last_seen: Timestamp,
     pub counters: LearnCounters,
     pub routes: RouteLearner,
