@@ -319,3 +319,38 @@ impl Drop for AlertPipeline {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::tests::sample;
+    use crate::common::Timestamp;
+
+    /// A sink whose task is stalled: its queue fills, further alerts are dropped (the newest),
+    /// counted, and `submit` returns at once every time.
+    #[test]
+    fn full_queue_drops_newest_and_counts() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let mut p = AlertPipeline {
+            runtime: None,
+            slots: vec![SinkSlot {
+                tx: Some(tx),
+                task: None,
+            }],
+            stats: Vec::new(),
+            counters: Arc::default(),
+            grace: Duration::ZERO,
+        };
+        let counters = p.add_stats(SinkKind::Stdout, "stdout");
+        let base = Timestamp::from_secs_nanos(1_700_000_000, 0);
+        let outcomes: Vec<Submitted> = (0..5).map(|i| p.submit(sample(i, base)).unwrap()).collect();
+        let queued: Vec<usize> = outcomes.iter().map(|o| o.queued).collect();
+        assert_eq!(queued, [1, 1, 0, 0, 0]);
+        let c = counters.snapshot();
+        assert_eq!((c.queue_depth, c.queue_drops), (2, 3));
+        // What is queued is the oldest two: the newest were the ones dropped.
+        assert_eq!(rx.try_recv().unwrap().id, sample(0, base).id);
+        assert_eq!(rx.try_recv().unwrap().id, sample(1, base).id);
+        assert_eq!(p.counters().submitted.load(Ordering::Relaxed), 5);
+    }
+}

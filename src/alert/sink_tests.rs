@@ -500,6 +500,21 @@ fn bad_settings_stop_the_pipeline_from_starting() {
     assert!(err.contains("webhook[0].url: \"not a url\""), "{err}");
 }
 
+/// https URLs build a rustls client with the ring provider; a bad CA file is a start error.
+#[test]
+fn https_webhook_starts_and_bad_ca_file_is_refused() {
+    let dir = tempdir("https");
+    let mut cfg = webhook_config(&dir, 1);
+    cfg.webhook[0].url = "https://127.0.0.1:1/hook".into();
+    let p = AlertPipeline::new(&cfg).unwrap();
+    drop(p);
+    fs::write(dir.join("ca.pem"), "not a certificate").unwrap();
+    cfg.webhook[0].ca_file = Some(dir.join("ca.pem"));
+    let err = AlertPipeline::new(&cfg).err().unwrap().to_string();
+    assert!(err.starts_with("webhook test: "), "{err}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 
 /// Kills the Alertmanager this test started, however the test ends.

@@ -417,7 +417,7 @@ impl Spool {
             if matches!(self.reader, Some((id, _)) if id == oldest.id) {
                 self.reader = None;
             }
-            fs::remove_file(self.segment_path(oldest.id))?;
+            remove_if_exists(&self.segment_path(oldest.id))?;
             self.ack = self.ack.max(Position {
                 segment: oldest.id.saturating_add(1),
                 offset: 0,
@@ -477,7 +477,13 @@ impl Spool {
 
     fn read_record(&mut self, r: RecordRef) -> io::Result<Option<Vec<u8>>> {
         if !matches!(self.reader, Some((id, _)) if id == r.segment) {
-            let f = File::open(self.segment_path(r.segment))?;
+            let f = match File::open(self.segment_path(r.segment)) {
+                Ok(f) => f,
+                // Deleted under us: its records are gone, like corrupt ones. Any other error may
+                // pass (permissions fixed, disk back), so it is retried.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
             self.reader = Some((r.segment, f));
         }
         let Some((_, f)) = self.reader.as_mut() else {
@@ -523,7 +529,7 @@ impl Spool {
                 self.reader = None;
             }
             if persisted.is_ok() {
-                fs::remove_file(self.segment_path(seg.id))?;
+                remove_if_exists(&self.segment_path(seg.id))?;
             } else {
                 // Without a durable ack the file must stay so a restart can re-send it; it is
                 // no longer tracked, and the next successful open deletes or rescans it.
@@ -640,6 +646,14 @@ fn write_ack(dir: &Path, pos: Position, fsync: FsyncPolicy) -> io::Result<()> {
         sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// Deleting a file someone else already deleted is not an error: the goal is reached.
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -808,6 +822,22 @@ mod tests {
         let mut s = Spool::open(&dir, &c).unwrap();
         assert_eq!(s.stats().corrupt_acks, 1);
         assert_eq!(drain(&mut s), (0..4).map(payload).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn segment_deleted_under_the_spool_is_skipped_not_retried_forever() {
+        let dir = tempdir("deleted");
+        let c = cfg(1 << 20, 1024);
+        let mut s = Spool::open(&dir, &c).unwrap();
+        for i in 0..40 {
+            s.append(&payload(i)).unwrap();
+        }
+        let oldest = s.segments.front().unwrap().id;
+        let lost = s.index.iter().filter(|r| r.segment == oldest).count();
+        fs::remove_file(s.segment_path(oldest)).unwrap();
+        let got = drain(&mut s);
+        assert_eq!(got, (lost..40).map(payload).collect::<Vec<_>>());
+        assert_eq!(s.stats().corrupt_records, lost as u64);
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub(crate) fn build_client(
         let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no PEM certificates in file", path.display()));
+        }
         b = b.tls_certs_merge(certs);
     }
     b.build().map_err(|e| e.to_string())
