@@ -144,6 +144,12 @@ struct Receiver {
 
 impl Receiver {
     fn start(port: u16, seen: Shared) -> Receiver {
+        Receiver::start_with(port, seen, None)
+    }
+
+    /// With `tls`, the receiver speaks HTTPS only.
+    fn start_with(port: u16, seen: Shared, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
+        let tls = tls.map(tokio_rustls::TlsAcceptor::from);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -173,11 +179,17 @@ impl Receiver {
                         accepted = listener.accept() => {
                             let Ok((stream, _)) = accepted else { continue };
                             let seen = seen.clone();
+                            let tls = tls.clone();
                             tokio::spawn(async move {
                                 let service = service_fn(move |req| handle(req, seen.clone()));
-                                let _ = http1::Builder::new()
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .await;
+                                let conn = http1::Builder::new();
+                                let _ = match tls {
+                                    Some(acceptor) => match acceptor.accept(stream).await {
+                                        Ok(s) => conn.serve_connection(TokioIo::new(s), service).await,
+                                        Err(_) => return,
+                                    },
+                                    None => conn.serve_connection(TokioIo::new(stream), service).await,
+                                };
                             });
                         }
                     }
@@ -498,6 +510,63 @@ fn bad_settings_stop_the_pipeline_from_starting() {
     cfg.webhook[0].url = "not a url".into();
     let err = AlertPipeline::new(&cfg).err().unwrap().to_string();
     assert!(err.contains("webhook[0].url: \"not a url\""), "{err}");
+}
+
+/// TLS test fixtures: a CA and a server certificate for IP 127.0.0.1, valid 2000 to 2100.
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/alert/testdata")
+        .join(name)
+}
+
+fn server_tls() -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(testdata("server.pem"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(testdata("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    Arc::new(cfg)
+}
+
+/// Over HTTPS the webhook trusts the configured CA file, and without it refuses the server
+/// (the alerts stay spooled instead of going to an unverified peer).
+#[test]
+fn webhook_over_tls_verifies_the_server() {
+    let dir = tempdir("tls");
+    let seen = Shared::default();
+    let receiver = Receiver::start_with(0, seen.clone(), Some(server_tls()));
+    let mut cfg = webhook_config(&dir.join("trusted"), receiver.port);
+    cfg.webhook[0].url = format!("https://127.0.0.1:{}/hook", receiver.port);
+    cfg.webhook[0].ca_file = Some(testdata("ca.pem"));
+    let all = alerts(10);
+    let p = AlertPipeline::new(&cfg).unwrap();
+    submit_all(&p, &all);
+    wait_for("alerts over TLS", || received(&seen) == ids(&all));
+    assert_eq!(p.shutdown().sinks[0].2.delivered, 10);
+
+    cfg.spool_dir = dir.join("untrusted");
+    cfg.webhook[0].ca_file = None;
+    let p = AlertPipeline::new(&cfg).unwrap();
+    submit_all(&p, &alerts(13)[10..]);
+    wait_for("refused handshakes", || counters(&p).failures >= 2);
+    let c = p.shutdown().sinks[0].2;
+    receiver.stop();
+    assert_eq!((c.delivered, c.spool_pending), (0, 3));
+    assert_eq!(
+        received(&seen),
+        ids(&all),
+        "nothing reached the unverified server"
+    );
+    let _ = fs::remove_dir_all(&dir);
 }
 
 /// https URLs build a rustls client with the ring provider; a bad CA file is a start error.

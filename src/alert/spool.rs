@@ -301,7 +301,8 @@ impl Spool {
     }
 
     /// Appends one record. Call [`Spool::flush`] after a burst of appends to apply the fsync
-    /// policy. Drops the oldest segments first if the record would not fit the bound.
+    /// policy. Drops the oldest segments first if the record would not fit the bound; the
+    /// caller logs drops (it can rate-limit them across appends).
     pub fn append(&mut self, payload: &[u8]) -> Result<AppendOutcome, AppendError> {
         let len = u32::try_from(payload.len())
             .ok()
@@ -425,16 +426,6 @@ impl Spool {
             dropped += n;
             self.stats.dropped += n;
             self.refresh_gauges();
-            if n > 0 {
-                super::sink::log_warn(
-                    "Spool full; dropped the oldest undelivered alerts.",
-                    &[
-                        ("dir", &self.dir.display()),
-                        ("dropped", &n),
-                        ("max_spool_bytes", &self.cfg.max_spool_bytes),
-                    ],
-                );
-            }
         }
         Ok(dropped)
     }

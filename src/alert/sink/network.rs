@@ -278,6 +278,7 @@ impl NetworkSink {
         let done = slot
             .run(move |spool| {
                 let mut consecutive = 0u64;
+                let dropped_before = spool.stats().dropped;
                 for record in &encoded {
                     match spool.append(record) {
                         Ok(_) => {}
@@ -297,6 +298,21 @@ impl NetworkSink {
                             }
                         }
                     }
+                }
+                let dropped = spool.stats().dropped;
+                // Logged when the running total crosses a power of two: a long outage with a
+                // full spool drops on every burst, and one line per burst would flood the log.
+                if dropped > dropped_before
+                    && (dropped_before == 0 || dropped.ilog2() > dropped_before.ilog2())
+                {
+                    log_warn(
+                        "Spool full; dropped the oldest undelivered alerts.",
+                        &[
+                            ("sink", &name),
+                            ("dropped_now", &(dropped - dropped_before)),
+                            ("dropped_total", &dropped),
+                        ],
+                    );
                 }
                 if let Err(e) = spool.flush() {
                     counters.failures.fetch_add(1, Ordering::Relaxed);
@@ -365,10 +381,10 @@ impl NetworkSink {
         let send = self.format.request(&self.client, body).send();
         let result = match deadline {
             Some(d) => match tokio::time::timeout_at(d, send).await {
-                Ok(r) => r.map_err(|e| e.to_string()),
+                Ok(r) => r.map_err(|e| error_chain(&e)),
                 Err(_) => Err("shutdown grace period ended".to_string()),
             },
-            None => send.await.map_err(|e| e.to_string()),
+            None => send.await.map_err(|e| error_chain(&e)),
         };
         let response = match result {
             Ok(r) => r,
@@ -480,6 +496,19 @@ impl NetworkSink {
             }
         }
     }
+}
+
+/// An error with its causes (`a: b: c`): reqwest's own message alone ("error sending request")
+/// hides whether the connection was refused, timed out or failed TLS verification.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
 }
 
 async fn sleep_until_opt(due: Option<Instant>) {
