@@ -119,8 +119,12 @@ impl AlertPipeline {
                 sink: "runtime".into(),
                 reason: e.to_string(),
             })?;
+        // Spawn through a handle and park the runtime in the pipeline at once: if a later sink
+        // fails to start, dropping the pipeline shuts down what already runs, safely even when
+        // `new` was called from async code.
+        let rt = runtime.handle().clone();
         let mut pipeline = AlertPipeline {
-            runtime: None,
+            runtime: Some(runtime),
             slots: Vec::new(),
             stats: Vec::new(),
             counters: Arc::default(),
@@ -133,7 +137,7 @@ impl AlertPipeline {
                 .map_err(|e| start_err(format!("file {}", fc.path.display()), e.to_string()))?;
             let (tx, rx) = mpsc::channel(cfg.max_queued_alerts);
             let counters = pipeline.add_stats(SinkKind::File, "file");
-            let task = runtime.spawn_blocking(move || run_line_sink(target, rx, counters, "file"));
+            let task = rt.spawn_blocking(move || run_line_sink(target, rx, counters, "file"));
             pipeline.slots.push(SinkSlot {
                 tx: Some(tx),
                 task: Some(task),
@@ -143,8 +147,7 @@ impl AlertPipeline {
             let (tx, rx) = mpsc::channel(cfg.max_queued_alerts);
             let counters = pipeline.add_stats(SinkKind::Stdout, "stdout");
             let target = LineWriter(BufWriter::new(std::io::stdout()));
-            let task =
-                runtime.spawn_blocking(move || run_line_sink(target, rx, counters, "stdout"));
+            let task = rt.spawn_blocking(move || run_line_sink(target, rx, counters, "stdout"));
             pipeline.slots.push(SinkSlot {
                 tx: Some(tx),
                 task: Some(task),
@@ -200,13 +203,12 @@ impl AlertPipeline {
                 counters,
             };
             let (tx, rx) = mpsc::channel(cfg.max_queued_alerts);
-            let task = runtime.spawn(sink.run(spool, rx));
+            let task = rt.spawn(sink.run(spool, rx));
             pipeline.slots.push(SinkSlot {
                 tx: Some(tx),
                 task: Some(task),
             });
         }
-        pipeline.runtime = Some(runtime);
         Ok(pipeline)
     }
 

@@ -82,6 +82,9 @@ struct Seen {
     /// Answer this many more requests with 500 *after* recording them, as a receiver that
     /// processed a batch but failed before answering would: the sender must re-send.
     fail_next: u32,
+    /// Refuse with 400 any batch containing one of these ids, as a receiver whose schema
+    /// check fails on one alert would.
+    poison: HashSet<String>,
 }
 
 type Shared = Arc<Mutex<Seen>>;
@@ -120,6 +123,9 @@ async fn handle(req: Request<Incoming>, seen: Shared) -> Result<Response<Full<By
     let Ok(batch) = serde_json::from_slice::<Vec<Alert>>(&body) else {
         return Ok(status(StatusCode::BAD_REQUEST));
     };
+    if batch.iter().any(|a| s.poison.contains(&a.id)) {
+        return Ok(status(StatusCode::BAD_REQUEST));
+    }
     s.ids.extend(batch.into_iter().map(|a| a.id));
     if s.fail_next > 0 {
         s.fail_next -= 1;
@@ -327,6 +333,31 @@ fn webhook_delivers_every_alert_across_outages_and_restarts() {
         s.ids.len() > all.len(),
         "the 500-after-processing batches were re-sent"
     );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A receiver refusing one alert's content (400) costs only that alert: batches are halved
+/// until it is alone, it is dropped and counted as rejected, and everything else is delivered.
+#[test]
+fn refused_alert_is_isolated_and_dropped_alone() {
+    let dir = tempdir("poison");
+    let seen = Shared::default();
+    let all = alerts(40);
+    seen.lock().unwrap().poison.insert(all[13].id.clone());
+    let port = free_port();
+    let cfg = webhook_config(&dir, port);
+    let p = AlertPipeline::new(&cfg).unwrap();
+    submit_all(&p, &all);
+    wait_for("all spooled", || counters(&p).spool_pending == 40);
+    // Start the receiver only now, so batches are full and the poison shares one.
+    let receiver = Receiver::start(port, seen.clone());
+    wait_for("delivery", || counters(&p).spool_pending == 0);
+    let c = p.shutdown().sinks[0].2;
+    receiver.stop();
+    assert_eq!((c.delivered, c.rejected), (39, 1), "{c:?}");
+    let mut expected = ids(&all);
+    expected.remove(&all[13].id);
+    assert_eq!(received(&seen), expected);
     let _ = fs::remove_dir_all(&dir);
 }
 

@@ -170,8 +170,10 @@ enum Outcome {
     Retry {
         min_delay: Option<Duration>,
     },
-    /// The receiver refused the content of a multi-alert batch: split it.
-    Split,
+    /// The receiver refused the content of a batch of `sent` alerts: split it.
+    Split {
+        sent: usize,
+    },
 }
 
 impl NetworkSink {
@@ -431,7 +433,7 @@ impl NetworkSink {
         let quoted = quote_body(response).await;
         if refused_content && n > 1 {
             self.counters.failures.fetch_add(1, Ordering::Relaxed);
-            return Outcome::Split;
+            return Outcome::Split { sent: n };
         }
         if refused_content {
             let end = batch.end;
@@ -480,8 +482,10 @@ impl NetworkSink {
                 sched.batch_limit = self.delivery.max_batch_alerts;
                 sched.due = (pending > 0).then_some(now);
             }
-            Outcome::Split => {
-                sched.batch_limit = (sched.batch_limit.min(pending) / 2).max(1);
+            Outcome::Split { sent } => {
+                // Half of what was sent, not of the limit: `max_batch_bytes` may have made the
+                // batch smaller than the limit, and halving the limit alone would not shrink it.
+                sched.batch_limit = (sent / 2).max(1);
                 sched.due = Some(now);
             }
             Outcome::Retry { min_delay } => {
