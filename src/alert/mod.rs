@@ -32,6 +32,13 @@
 //! the *oldest* undelivered alerts are dropped (whole segments at a time), counted
 //! (`spool_drops`) and logged: during a long outage the most recent alerts describe the attack
 //! that is still going on, and an operator who restores the receiver wants those first.
+//!
+//! A receiver that refuses an alert's *content* (400, 413, 422) gets smaller and smaller
+//! batches until the offending alert is alone; that one alert is dropped and counted
+//! (`rejected`). Every other failure, 401/403/404 included, is retried with backoff for as long
+//! as the alert is spooled, because those are mistakes an operator can fix without losing data.
+//! One spool directory belongs to one running apitap: two processes over the same
+//! `spool_dir` would corrupt each other's acknowledgements.
 
 pub mod config;
 pub mod pipeline;
