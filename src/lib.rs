@@ -4,6 +4,7 @@
 //! `capture → wire → flow (+ TCP reassembly) → http → transaction → cli`.
 //! See ARCHITECTURE.md for the code map and its invariants.
 
+pub mod alert;
 pub mod baseline;
 pub mod capture;
 pub mod cli;
