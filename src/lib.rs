@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod cli;
 pub mod common;
+pub mod config;
 pub mod engine;
 pub mod flow;
 pub mod http;

@@ -6,12 +6,13 @@
 pub mod output;
 
 use crate::capture::OfflineSource;
-use crate::engine::{Engine, EngineConfig, EngineStats};
+use crate::config::Config;
+use crate::engine::{Engine, EngineStats};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use output::{FlowWriter, Format};
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Parser, Debug)]
@@ -27,6 +28,26 @@ pub enum Command {
     Flows(FlowsArgs),
     /// Write a synthetic API traffic capture (and its ground truth) with apitap's generator.
     Generate(GenerateArgs),
+    /// Print the documented default configuration file, or check one.
+    Config(ConfigArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Print the default configuration file, every option documented.
+    Default,
+    /// Check a configuration file (with the secrets from the environment, as at start): print
+    /// every problem and exit non-zero if there is one.
+    Check {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -40,6 +61,9 @@ pub struct FlowsArgs {
     /// Do not print the summary on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Configuration file; its decode, flow, stream and http limits apply.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -68,7 +92,34 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Flows(a) => quiet_on_broken_pipe(flows(a)),
         Command::Generate(a) => generate(a),
+        Command::Config(a) => quiet_on_broken_pipe(config(a)),
     }
+}
+
+/// The configuration of a command: the file given with `--config`, or the defaults; secrets
+/// from the process environment either way.
+pub fn load_config(path: Option<&Path>) -> Result<Config> {
+    let env = |k: &str| std::env::var(k).ok();
+    Ok(match path {
+        Some(p) => Config::load(p, env)?,
+        None => Config::from_env(env)?,
+    })
+}
+
+fn config(args: ConfigArgs) -> Result<()> {
+    match args.action {
+        ConfigAction::Default => {
+            let mut out = io::stdout().lock();
+            out.write_all(crate::config::DEFAULT_FILE.as_bytes())
+                .and_then(|()| out.flush())
+                .context("writing output")?;
+        }
+        ConfigAction::Check { file } => {
+            load_config(Some(&file))?;
+            eprintln!("apitap: {}: valid", file.display());
+        }
+    }
+    Ok(())
 }
 
 /// Writing to a closed pipe (`apitap flows x.pcap | head`) ends the run quietly, like other
@@ -89,8 +140,9 @@ fn quiet_on_broken_pipe(r: Result<()>) -> Result<()> {
 
 fn flows(args: FlowsArgs) -> Result<()> {
     let started = Instant::now();
+    let cfg = load_config(args.config.as_deref())?;
     let mut source = OfflineSource::open(&args.pcaps)?;
-    let mut engine = Engine::new(EngineConfig::default());
+    let mut engine = Engine::new(cfg.engine());
     let stdout = io::stdout().lock();
     let mut writer = FlowWriter::new(BufWriter::with_capacity(1 << 16, stdout), args.format);
     let mut batch = Vec::with_capacity(64);
