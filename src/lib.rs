@@ -8,6 +8,7 @@ pub mod capture;
 pub mod cli;
 pub mod common;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod flow;
 pub mod http;

@@ -30,6 +30,31 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Print the documented default configuration file, or check one.
     Config(ConfigArgs),
+    /// Run the sensor: capture, parse, serve metrics, until stopped (or a replay ends).
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group = clap::ArgGroup::new("input").args(["interface", "pcap"]))]
+pub struct RunArgs {
+    /// Interface to capture (`eth0`, `any`, `lo`); default: `[capture] interface`.
+    #[arg(long, short, value_name = "IFACE")]
+    pub interface: Option<String>,
+    /// Replay capture files instead (several are merged in timestamp order).
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    pub pcap: Vec<PathBuf>,
+    /// Configuration file; reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Replay at capture pace (sleeping by packet-time deltas) instead of at full speed.
+    #[arg(long)]
+    pub realtime: bool,
+    /// BPF filter for live capture; overrides `[capture] filter`.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// After a replay has drained, keep serving metrics until SIGTERM or SIGINT.
+    #[arg(long)]
+    pub hold: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -93,6 +118,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Flows(a) => quiet_on_broken_pipe(flows(a)),
         Command::Generate(a) => generate(a),
         Command::Config(a) => quiet_on_broken_pipe(config(a)),
+        Command::Run(a) => run_daemon(a),
     }
 }
 
@@ -104,6 +130,21 @@ pub fn load_config(path: Option<&Path>) -> Result<Config> {
         Some(p) => Config::load(p, env)?,
         None => Config::from_env(env)?,
     })
+}
+
+fn run_daemon(args: RunArgs) -> Result<()> {
+    use crate::daemon::settings::{RunFlags, RunSettings};
+    let flags = RunFlags {
+        interface: args.interface,
+        pcaps: args.pcap,
+        config: args.config,
+        realtime: args.realtime,
+        filter: args.filter,
+        hold: args.hold,
+    };
+    let settings = RunSettings::resolve(flags, |k| std::env::var(k).ok(), RunSettings::cores())?;
+    crate::daemon::run(settings)?;
+    Ok(())
 }
 
 fn config(args: ConfigArgs) -> Result<()> {

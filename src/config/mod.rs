@@ -136,6 +136,12 @@ pub struct DaemonConfig {
     pub user: String,
     /// Packet worker threads, each with its own flow table, 0 to 256. 0: one per CPU core.
     pub workers: usize,
+    /// Also hash TCP ports, not only the address pair, when choosing a packet's worker. Spreads
+    /// load where few address pairs carry most traffic (a proxy in front of the servers), but a
+    /// connection whose packets are sometimes IP-fragmented (fragments carry no ports) then
+    /// reaches two workers, and an attacker can fragment on purpose to hide a request. Off:
+    /// every packet between two addresses goes to the same worker whatever its form.
+    pub shard_by_ports: bool,
     /// Packet batches queued per worker, 1 to 65536. When a worker's queue is full, live
     /// capture drops the newest batch (`apitap_daemon_channel_drops_total{channel="packets"}`)
     /// and pcap replay waits.
@@ -165,6 +171,7 @@ impl Default for DaemonConfig {
         DaemonConfig {
             user: String::new(),
             workers: 0,
+            shard_by_ports: false,
             max_queued_batches: 16,
             batch_bytes: 512 * 1024,
             max_batch_packets: 256,
@@ -402,6 +409,20 @@ impl Config {
             stream: self.stream.clone(),
             http: self.http.clone(),
         }
+    }
+
+    /// Takes from `new` the values of [`LIVE_KEYS`], which a running daemon can apply.
+    /// Returns the changed keys that were taken and those that need a restart (still at their
+    /// running values here), each sorted.
+    pub fn apply_live(&mut self, new: &Config) -> (Vec<String>, Vec<String>) {
+        let changed = self.changed_keys(new);
+        self.daemon.log_level = new.daemon.log_level;
+        self.output.flush_interval_ms = new.output.flush_interval_ms;
+        self.metrics.max_route_series = new.metrics.max_route_series;
+        self.metrics.route_refresh_secs = new.metrics.route_refresh_secs;
+        changed
+            .into_iter()
+            .partition(|k| LIVE_KEYS.contains(&k.as_str()))
     }
 
     /// Every `section.key` whose value differs between `self` and `new`, sorted.

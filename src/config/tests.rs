@@ -326,3 +326,21 @@ fn missing_file_is_named() {
         "{err}"
     );
 }
+
+/// Every live key is really taken over by `apply_live`, and nothing else is.
+#[test]
+fn apply_live_takes_exactly_the_live_keys() {
+    let text = "[daemon]\nlog_level = \"debug\"\nworkers = 3\n\
+                [output]\nflush_interval_ms = 50\n\
+                [metrics]\nmax_route_series = 7\nroute_refresh_secs = 5\n\
+                [flow]\nmax_flows = 10\n";
+    let new = load_text(text, &[]).expect("valid");
+    let mut running = Config::default();
+    let (applied, restart) = running.apply_live(&new);
+    let mut want: Vec<&str> = LIVE_KEYS.to_vec();
+    want.sort();
+    assert_eq!(applied, want);
+    assert_eq!(restart, ["daemon.workers", "flow.max_flows"]);
+    // What still differs is exactly what needs a restart.
+    assert_eq!(running.changed_keys(&new), restart);
+}
