@@ -82,8 +82,9 @@ pub struct CaptureConfig {
     /// Kernel capture buffer, 64 KiB to 2047 MiB. It absorbs bursts while the sensor catches
     /// up; when it is full the kernel drops packets (`apitap_capture_kernel_drops_total`).
     pub buffer_bytes: u32,
-    /// Hand each packet over as it arrives instead of when the kernel buffer block fills.
-    /// Lowers latency on quiet links at some CPU cost.
+    /// Hand each packet over as it arrives instead of when a kernel buffer block fills or
+    /// `read_timeout_ms` passes. Costs CPU and, on Linux, retires a buffer block per
+    /// millisecond, so the buffer absorbs much shorter stalls: keep it off on busy links.
     pub immediate: bool,
     /// How long a read waits for packets, 1 to 10000 ms. It bounds how long a partly filled
     /// batch waits on a quiet link and how long shutdown waits for the capture thread.
@@ -154,7 +155,7 @@ pub struct DaemonConfig {
     /// would not fit, or `batch_timeout_ms` after its first packet.
     pub max_batch_packets: usize,
     /// Longest time a partly filled batch waits before it is sent, 1 to 10000 ms (live capture;
-    /// a quiet link also flushes on every read timeout).
+    /// on a quiet link, checked after every `[capture] read_timeout_ms`).
     pub batch_timeout_ms: u64,
     /// Transactions queued from the workers to the analysis stage, 1 to 1000000. When full,
     /// live capture drops the newest

@@ -403,12 +403,9 @@ impl Capture {
             if quiet || since_clock >= CLOCK_EVERY_PACKETS {
                 since_clock = 0;
                 let now = Instant::now();
-                if quiet {
-                    // A read timeout: the link is quiet, so nothing is gained by waiting.
-                    self.dispatcher.send_all();
-                } else {
-                    self.dispatcher.send_stale(now, self.batch_timeout);
-                }
+                // Only stale batches go: sending on every empty read would make a batch per
+                // packet on a quiet link and shrink the queues to a few packets each.
+                self.dispatcher.send_stale(now, self.batch_timeout);
                 if now.duration_since(last_stats) >= self.stats_every {
                     last_stats = now;
                     self.dispatcher.publish();

@@ -190,7 +190,7 @@ mod tests {
             ),
         ];
         for (flags, want) in cases {
-            let msg = resolve(flags).err().expect("must be refused").to_string();
+            let msg = resolve(flags).expect_err("must be refused").to_string();
             assert!(msg.starts_with(want), "{msg:?} should start with {want:?}");
         }
     }

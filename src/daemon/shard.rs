@@ -207,8 +207,10 @@ mod tests {
         f
     }
 
-    /// (description, frame A, frame B, with_ports, must A and B share a key)
-    fn cases() -> Vec<(&'static str, i32, Vec<u8>, Vec<u8>, bool, bool)> {
+    /// (description, link type of A, frame A, frame B, with_ports, must A and B share a key)
+    type Case = (&'static str, i32, Vec<u8>, Vec<u8>, bool, bool);
+
+    fn cases() -> Vec<Case> {
         let c = [10, 0, 0, 1];
         let s = [10, 0, 0, 2];
         let e = linktype::ETHERNET;
