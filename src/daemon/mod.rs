@@ -155,12 +155,17 @@ pub fn run(settings: RunSettings) -> Result<(), DaemonError> {
             filter = %o.filter,
             "Capturing."
         ),
-        Source::Replay { files, realtime } => tracing::info!(
-            files = files.len(),
-            workers = settings.workers,
-            realtime,
-            "Replaying."
-        ),
+        Source::Replay { files, realtime } => {
+            tracing::info!(
+                files = files.len(),
+                workers = settings.workers,
+                realtime,
+                "Replaying."
+            );
+            if !cfg.capture.filter.is_empty() {
+                tracing::warn!("The capture filter applies to live capture only; the replay reads every packet.");
+            }
+        }
     }
 
     // The supervisor joins the pipeline threads off the async loop and reports the outcome.
