@@ -9,6 +9,8 @@ pub mod baseline;
 pub mod capture;
 pub mod cli;
 pub mod common;
+pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod flow;
 #[doc(hidden)]

@@ -7,12 +7,13 @@ pub mod model;
 pub mod output;
 
 use crate::capture::OfflineSource;
-use crate::engine::{Engine, EngineConfig, EngineStats};
+use crate::config::Config;
+use crate::engine::{Engine, EngineStats};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use output::{FlowWriter, Format};
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Parser, Debug)]
@@ -35,6 +36,51 @@ pub enum Command {
     Model(model::ModelCommand),
     /// List the endpoints of a model, export OpenAPI, or diff against a spec.
     Inventory(model::InventoryArgs),
+    /// Print the documented default configuration file, or check one.
+    Config(ConfigArgs),
+    /// Run the sensor: capture, parse, serve metrics, until stopped (or a replay ends).
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group = clap::ArgGroup::new("input").args(["interface", "pcap"]))]
+pub struct RunArgs {
+    /// Interface to capture (`eth0`, `any`, `lo`); default: `[capture] interface`.
+    #[arg(long, short, value_name = "IFACE")]
+    pub interface: Option<String>,
+    /// Replay capture files instead (several are merged in timestamp order).
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    pub pcap: Vec<PathBuf>,
+    /// Configuration file; reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Replay at capture pace (sleeping by packet-time deltas) instead of at full speed.
+    #[arg(long)]
+    pub realtime: bool,
+    /// BPF filter for live capture; overrides `[capture] filter`.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// After a replay has drained, keep serving metrics until SIGTERM or SIGINT.
+    #[arg(long)]
+    pub hold: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Print the default configuration file, every option documented.
+    Default,
+    /// Check a configuration file (with the secrets from the environment, as at start): print
+    /// every problem and exit non-zero if there is one.
+    Check {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -48,6 +94,9 @@ pub struct FlowsArgs {
     /// Do not print the summary on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Configuration file; its decode, flow, stream and http limits apply.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -79,7 +128,50 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Learn(a) => model::learn(a),
         Command::Model(c) => model::model(c),
         Command::Inventory(a) => quiet_on_broken_pipe(model::inventory(a)),
+        Command::Config(a) => quiet_on_broken_pipe(config(a)),
+        Command::Run(a) => run_daemon(a),
     }
+}
+
+/// The configuration of a command: the file given with `--config`, or the defaults; secrets
+/// from the process environment either way.
+pub fn load_config(path: Option<&Path>) -> Result<Config> {
+    let env = |k: &str| std::env::var(k).ok();
+    Ok(match path {
+        Some(p) => Config::load(p, env)?,
+        None => Config::from_env(env)?,
+    })
+}
+
+fn run_daemon(args: RunArgs) -> Result<()> {
+    use crate::daemon::settings::{RunFlags, RunSettings};
+    let flags = RunFlags {
+        interface: args.interface,
+        pcaps: args.pcap,
+        config: args.config,
+        realtime: args.realtime,
+        filter: args.filter,
+        hold: args.hold,
+    };
+    let settings = RunSettings::resolve(flags, |k| std::env::var(k).ok(), RunSettings::cores())?;
+    crate::daemon::run(settings)?;
+    Ok(())
+}
+
+fn config(args: ConfigArgs) -> Result<()> {
+    match args.action {
+        ConfigAction::Default => {
+            let mut out = io::stdout().lock();
+            out.write_all(crate::config::DEFAULT_FILE.as_bytes())
+                .and_then(|()| out.flush())
+                .context("writing output")?;
+        }
+        ConfigAction::Check { file } => {
+            load_config(Some(&file))?;
+            eprintln!("apitap: {}: valid", file.display());
+        }
+    }
+    Ok(())
 }
 
 /// Writing to a closed pipe (`apitap flows x.pcap | head`) ends the run quietly, like other
@@ -100,8 +192,9 @@ fn quiet_on_broken_pipe(r: Result<()>) -> Result<()> {
 
 fn flows(args: FlowsArgs) -> Result<()> {
     let started = Instant::now();
+    let cfg = load_config(args.config.as_deref())?;
     let mut source = OfflineSource::open(&args.pcaps)?;
-    let mut engine = Engine::new(EngineConfig::default());
+    let mut engine = Engine::new(cfg.engine());
     let stdout = io::stdout().lock();
     let mut writer = FlowWriter::new(BufWriter::with_capacity(1 << 16, stdout), args.format);
     let mut batch = Vec::with_capacity(64);

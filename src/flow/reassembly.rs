@@ -32,8 +32,9 @@ use std::collections::BTreeMap;
 /// entry and `Vec` header, rounded up. Charging it keeps floods of tiny segments honest.
 pub const SEGMENT_OVERHEAD_BYTES: usize = 64;
 
-/// Limits for one direction of one connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Limits for one direction of one connection (`[stream]` in the config file).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StreamConfig {
     /// Out-of-order payload bytes held per direction. When a segment would exceed it, the
     /// earliest hole is declared lost (a `Gap`) and what follows it is delivered; counted in

@@ -24,8 +24,9 @@ use crate::wire::TcpSegment;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-/// Limits and timeouts of the flow table.
-#[derive(Clone, Debug)]
+/// Limits and timeouts of the flow table (`[flow]` in the config file).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct FlowConfig {
     /// Connections tracked at once; at the cap the least recently active flow is flushed and
     /// evicted (`FlowStats::evicted_cap`).

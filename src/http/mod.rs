@@ -22,8 +22,10 @@ pub mod socks;
 pub use anomaly::HttpAnomaly;
 pub use conn::HttpConn;
 
-/// Limits of the HTTP parser. Every limit has a policy when hit and a counter or flag.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Limits of the HTTP parser (`[http]` in the config file). Every limit has a policy when hit
+/// and a counter or flag.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Decoded body bytes kept per message in `Body.data`; lengths are always counted in full.
     /// When hit: the rest is counted, not kept, and the transaction is flagged `body_truncated`.

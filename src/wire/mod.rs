@@ -42,8 +42,9 @@ pub use tunnel::{
     UDP_PORT_GENEVE, UDP_PORT_TEREDO, UDP_PORT_VXLAN, UDP_PORT_VXLAN_GPE, UDP_PORT_VXLAN_LINUX,
 };
 
-/// Decoder limits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Decoder limits (`[decode]` in the config file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DecodeConfig {
     /// Memory for IP fragments waiting for reassembly. When a fragment would exceed it, the
     /// oldest incomplete datagrams are dropped (`frag_memcap_drops`). Default 16 MiB.

@@ -1,7 +1,15 @@
-//! Named counters of a run, flattened for summaries (and, later, metrics).
+//! Telemetry: named counters of a run, the Prometheus metric catalogue, and the bounded choice
+//! of endpoints that get their own metric series.
 //!
-//! Each stage keeps plain counters in its own stats struct; this module only names them so the
-//! summary line and the metrics exporter list the same things under the same names.
+//! Each stage keeps plain counters in its own stats struct; this module names them so the
+//! summary line of `apitap flows` and the metrics of `apitap run` list the same things under
+//! the same names. Only the daemon reads wall time to publish them; the stages never do.
+
+pub mod metrics;
+pub mod routes;
+
+pub use metrics::{EnginePublisher, Metrics, OTHER_ROUTE};
+pub use routes::TopRoutes;
 
 use crate::engine::EngineStats;
 

@@ -1,0 +1,342 @@
+//! `apitap run`: the sensor daemon.
+//!
+//! It wires the pure stages into threads ([`pipeline`]), serves metrics and health
+//! ([`server`]), and owns the process lifecycle: signals, configuration reload, privileges
+//! and logs. See ARCHITECTURE.md, "Runtime topology", for threads, queues and shutdown order.
+//!
+//! Start-up order, each step needing the one before:
+//! 1. logging, signal handlers (so a signal during start-up is not fatal);
+//! 2. the packet source, the metrics socket and the transaction log: everything needing root;
+//! 3. dropping privileges, before any thread exists;
+//! 4. the pipeline threads, then the HTTP server and the signal loop on the main thread.
+//!
+//! Lifecycle:
+//! - SIGTERM or SIGINT: capture stops and the pipeline drains (see [`pipeline`]); the process
+//!   exits 0 once every transaction was analysed and every output flushed. A second signal
+//!   while draining exits at once, with status 1.
+//! - SIGHUP: the configuration file is read again. If it is invalid, the running configuration
+//!   stays and the reason is logged. If it is valid, the keys in
+//!   [`crate::config::LIVE_KEYS`] take effect and any other change is logged as needing a
+//!   restart.
+//! - A replay ends by itself once drained, unless `--hold` keeps the metrics server up.
+//!
+//! Invariant: no log line holds a secret, a packet payload or a configuration value beyond
+//! key names; configuration errors name keys and redact secret values.
+
+pub mod analysis;
+pub mod batch;
+pub mod pipeline;
+pub mod privileges;
+pub mod server;
+pub mod settings;
+pub mod shard;
+
+use crate::capture::{CaptureError, LiveSource, OfflineSource};
+use crate::config::{Config, LogLevel};
+use crate::telemetry::Metrics;
+use analysis::{Analyzer, TransactionLog, TransactionMetrics};
+use pipeline::{OpenSource, Pipeline};
+use privileges::Dropped;
+use settings::{RunSettings, Source};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::reload;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Why the daemon could not start or did not finish cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error("[metrics] listen = {addr:?}: cannot listen: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error("{}: cannot open the transaction log: {reason}", path.display())]
+    Log { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Privileges(#[from] privileges::PrivilegeError),
+    #[error("cannot start: {0}")]
+    Start(String),
+    #[error("capture failed: {0}")]
+    CaptureFailed(String),
+    #[error("{} crashed; its share of the traffic was lost", .0.join(", "))]
+    Panicked(Vec<String>),
+    #[error("stopped by a second signal before the pipeline drained")]
+    Forced,
+}
+
+type LogHandle = reload::Handle<LevelFilter, tracing_subscriber::Registry>;
+
+fn level_filter(l: LogLevel) -> LevelFilter {
+    match l {
+        LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Trace => LevelFilter::TRACE,
+    }
+}
+
+/// Structured logs to stderr, at a level that a reload can change.
+fn init_logging(level: LogLevel) -> Option<LogHandle> {
+    let (filter, handle) = reload::Layer::new(level_filter(level));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .ok()
+        .map(|()| handle)
+}
+
+/// Runs the sensor until its input ends or it is stopped.
+pub fn run(settings: RunSettings) -> Result<(), DaemonError> {
+    let log = init_logging(settings.config.daemon.log_level);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| DaemonError::Start(format!("tokio runtime: {e}")))?;
+    let _entered = runtime.enter();
+    let signals = Signals::install().map_err(|e| DaemonError::Start(format!("signals: {e}")))?;
+
+    let cfg = settings.config.clone();
+    let metrics = Metrics::new();
+    metrics.workers.set(settings.workers as i64);
+
+    // Everything that may need root, before dropping it.
+    let source = open_source(&settings.source)?;
+    let listener = match cfg.metrics.listen.as_str() {
+        "" => None,
+        addr => Some(bind(addr)?),
+    };
+    let mut analyzers: Vec<Box<dyn Analyzer>> =
+        vec![Box::new(TransactionMetrics::new(&cfg, metrics.clone()))];
+    if !cfg.output.transaction_log.is_empty() {
+        let path = PathBuf::from(&cfg.output.transaction_log);
+        let log = TransactionLog::open(&path).map_err(|e| DaemonError::Log {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        analyzers.push(Box::new(log));
+    }
+    match privileges::drop_to(&cfg.daemon.user)? {
+        Dropped::NotConfigured { root: true } => tracing::warn!(
+            "Running as root: set [daemon] user to drop privileges once the capture is open."
+        ),
+        Dropped::NotConfigured { root: false } => {}
+        Dropped::NotRoot => tracing::info!(
+            user = %cfg.daemon.user,
+            "Not running as root; [daemon] user is not needed and is skipped."
+        ),
+        Dropped::Switched { user, uid, gid } => {
+            tracing::info!(%user, uid, gid, "Dropped privileges.")
+        }
+    }
+
+    let pipeline = Pipeline::start(&cfg, settings.workers, source, analyzers, metrics.clone())
+        .map_err(|e| DaemonError::Start(format!("threads: {e}")))?;
+    let stop = pipeline.stop_handle();
+    let control = pipeline.control();
+    let state = Arc::new(server::State {
+        metrics: metrics.clone(),
+        ready: AtomicBool::new(true),
+    });
+    match &settings.source {
+        Source::Live(o) => tracing::info!(
+            interface = %o.interface,
+            workers = settings.workers,
+            filter = %o.filter,
+            "Capturing."
+        ),
+        Source::Replay { files, realtime } => {
+            tracing::info!(
+                files = files.len(),
+                workers = settings.workers,
+                realtime,
+                "Replaying."
+            );
+            if !cfg.capture.filter.is_empty() {
+                tracing::warn!("The capture filter applies to live capture only; the replay reads every packet.");
+            }
+        }
+    }
+
+    // The supervisor joins the pipeline threads off the async loop and reports the outcome.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("apitap-supervisor".into())
+        .spawn(move || {
+            let _ = done_tx.send(pipeline.join());
+        })
+        .map_err(|e| DaemonError::Start(format!("threads: {e}")))?;
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    if let Some(l) = listener {
+        let l = tokio::net::TcpListener::from_std(l)
+            .map_err(|e| DaemonError::Start(format!("metrics socket: {e}")))?;
+        runtime.spawn(server::serve(
+            l,
+            state.clone(),
+            cfg.metrics.max_connections,
+            Duration::from_secs(cfg.metrics.request_timeout_secs),
+            shutdown_rx,
+        ));
+    }
+    let mut life = Lifecycle {
+        running: cfg,
+        config_path: settings.config_path.clone(),
+        log,
+        control,
+        metrics,
+        state,
+        stop,
+        hold: settings.hold,
+    };
+    let result = runtime.block_on(life.supervise(signals, done_rx));
+    let _ = shutdown_tx.send(true);
+    result
+}
+
+fn open_source(source: &Source) -> Result<OpenSource, DaemonError> {
+    Ok(match source {
+        Source::Live(opts) => OpenSource::Live(LiveSource::open(opts)?),
+        Source::Replay { files, realtime } => OpenSource::Replay {
+            source: OfflineSource::open(files)?,
+            realtime: *realtime,
+        },
+    })
+}
+
+fn bind(addr: &str) -> Result<std::net::TcpListener, DaemonError> {
+    let err = |e: std::io::Error| DaemonError::Listen {
+        addr: addr.to_owned(),
+        reason: e.to_string(),
+    };
+    let l = std::net::TcpListener::bind(addr).map_err(err)?;
+    l.set_nonblocking(true).map_err(err)?;
+    let local = l.local_addr().map_err(err)?;
+    tracing::info!(listen = %local, "Serving /metrics, /healthz and /readyz.");
+    Ok(l)
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// The main thread's state once the pipeline runs.
+struct Lifecycle {
+    /// The configuration in force: the start-up file plus the live keys of later reloads.
+    running: Config,
+    config_path: Option<PathBuf>,
+    log: Option<LogHandle>,
+    control: crossbeam_channel::Sender<Config>,
+    metrics: Metrics,
+    state: Arc<server::State>,
+    stop: Arc<AtomicBool>,
+    hold: bool,
+}
+
+impl Lifecycle {
+    async fn supervise(
+        &mut self,
+        mut signals: Signals,
+        mut done: tokio::sync::oneshot::Receiver<pipeline::Outcome>,
+    ) -> Result<(), DaemonError> {
+        let mut stopping = false;
+        let mut outcome = None;
+        loop {
+            let stop_signal = tokio::select! {
+                _ = signals.term.recv() => Some("SIGTERM"),
+                _ = signals.int.recv() => Some("SIGINT"),
+                _ = signals.hup.recv() => {
+                    self.reload();
+                    None
+                }
+                r = &mut done, if outcome.is_none() => {
+                    self.state.ready.store(false, Ordering::Relaxed);
+                    outcome = Some(r.unwrap_or_default());
+                    if stopping || !self.hold {
+                        break;
+                    }
+                    tracing::info!("Replay drained; serving metrics until SIGTERM or SIGINT.");
+                    None
+                }
+            };
+            let Some(name) = stop_signal else { continue };
+            if outcome.is_some() {
+                tracing::info!(signal = name, "Stopping.");
+                break;
+            }
+            if stopping {
+                tracing::error!(
+                    signal = name,
+                    "Second stop signal; exiting without draining."
+                );
+                return Err(DaemonError::Forced);
+            }
+            stopping = true;
+            self.state.ready.store(false, Ordering::Relaxed);
+            self.stop.store(true, Ordering::Relaxed);
+            tracing::info!(signal = name, "Stopping: draining the pipeline.");
+        }
+        let outcome = outcome.unwrap_or_default();
+        if let Some(e) = outcome.capture_error {
+            return Err(DaemonError::CaptureFailed(e));
+        }
+        if !outcome.panicked.is_empty() {
+            return Err(DaemonError::Panicked(outcome.panicked));
+        }
+        tracing::info!("Stopped.");
+        Ok(())
+    }
+
+    /// SIGHUP: read the file again; keep the running configuration if the file is bad.
+    fn reload(&mut self) {
+        let Some(path) = &self.config_path else {
+            tracing::info!("SIGHUP: started without --config, so there is nothing to reload.");
+            return;
+        };
+        match Config::load(path, |k| std::env::var(k).ok()) {
+            Err(e) => {
+                crate::telemetry::metrics::inc(&self.metrics.config_reloads, &["error"], 1);
+                // One line per problem would split a log record; join them.
+                let error = e.to_string().replace('\n', "; ");
+                tracing::error!(%error, "Config reload failed; keeping the running config.");
+            }
+            Ok(new) => {
+                crate::telemetry::metrics::inc(&self.metrics.config_reloads, &["ok"], 1);
+                let (applied, restart) = self.running.apply_live(&new);
+                if let Some(h) = &self.log {
+                    let _ = h.modify(|f| *f = level_filter(self.running.daemon.log_level));
+                }
+                let _ = self.control.try_send(self.running.clone());
+                tracing::info!(applied = %applied.join(", "), "Config reloaded.");
+                if !restart.is_empty() {
+                    tracing::warn!(
+                        keys = %restart.join(", "),
+                        "Config changes need a restart to take effect; the running values stay."
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! The Prometheus metric catalogue of the daemon.
+//!
+//! [`Metrics`] registers every family once, in its own registry, and the stages update it:
+//! the capture thread (packets, bytes, kernel drops), each packet worker (its engine's counters,
+//! published as deltas by [`EnginePublisher`]), the analysis stage (transactions, routes,
+//! latency, capture quality), and, as they land, the detectors and alert sinks (their families
+//! are registered here so the catalogue is in one place).
+//!
+//! Invariants:
+//! - Names follow `apitap_<subsystem>_<name>_<unit>` with `_total` on counters.
+//! - Every label has a bounded set of values fixed by the code (layer, anomaly, reason, channel,
+//!   sink, kind, severity) or chosen by a bounded selection (`route`, see
+//!   [`super::routes::TopRoutes`]). A raw path, an address or an identity is never a label.
+//! - Updating a metric never panics: a label-arity mistake drops the update instead.
+//! - Counters summed over workers are published as deltas from each worker's own previous
+//!   snapshot, so every worker adds its share and nothing is counted twice.
+
+use crate::engine::EngineStats;
+use crate::flow::reassembly::TcpAnomaly;
+use crate::http::HttpAnomaly;
+use prometheus::core::{Collector, GenericCounterVec, GenericGaugeVec};
+use prometheus::{
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+/// The label value for requests outside the labelled top endpoints.
+pub const OTHER_ROUTE: &str = "other";
+
+/// Latency buckets in seconds: from a cache hit on the same rack to a slow report.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Decode error layers, as the `layer` label.
+pub const DECODE_LAYERS: [&str; 6] = ["link", "vlan", "ipv4", "ipv6", "tcp", "tunnel"];
+
+/// Channels of the daemon that can drop, as the `channel` label.
+pub const CHANNELS: [&str; 2] = ["packets", "transactions"];
+
+/// Every metric family of apitap.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+
+    /// `apitap_capture_packets_total`: packets read from the interface or files.
+    pub capture_packets: IntCounter,
+    /// `apitap_capture_bytes_total`: captured bytes read.
+    pub capture_bytes: IntCounter,
+    /// `apitap_capture_kernel_drops_total`: packets the kernel dropped because the capture
+    /// buffer was full (libpcap `ps_drop`).
+    pub capture_kernel_drops: IntCounter,
+    /// `apitap_capture_interface_drops_total`: packets the interface or driver dropped
+    /// (libpcap `ps_ifdrop`).
+    pub capture_interface_drops: IntCounter,
+    /// `apitap_capture_file_errors_total`: capture files that ended early (truncated or
+    /// damaged).
+    pub capture_file_errors: IntCounter,
+
+    /// `apitap_decode_errors_total{layer}`: packets whose headers could not be decoded.
+    pub decode_errors: IntCounterVec,
+    /// `apitap_decode_skipped_packets_total{kind}`: packets decoded but not TCP.
+    pub decode_skipped: IntCounterVec,
+    /// `apitap_decode_truncated_packets_total`: packets cut by the snaplen.
+    pub decode_truncated: IntCounter,
+    /// `apitap_decode_fragment_drops_total{reason}`: incomplete IP datagrams dropped.
+    pub decode_fragment_drops: IntCounterVec,
+
+    /// `apitap_flow_active_flows`: connections tracked now.
+    pub flow_active: IntGauge,
+    /// `apitap_flow_created_total`: connections tracked so far.
+    pub flow_created: IntCounter,
+    /// `apitap_flow_evicted_total{reason}`: connections removed before they ended.
+    pub flow_evicted: IntCounterVec,
+    /// `apitap_flow_not_http_total`: connections abandoned as not HTTP.
+    pub flow_not_http: IntCounter,
+
+    /// `apitap_reassembly_gaps_total`: holes in byte streams declared lost.
+    pub reassembly_gaps: IntCounter,
+    /// `apitap_reassembly_gap_bytes_total`: bytes covered by those holes.
+    pub reassembly_gap_bytes: IntCounter,
+    /// `apitap_reassembly_memcap_hits_total`: holes given up to stay under the memcap.
+    pub reassembly_memcap_hits: IntCounter,
+    /// `apitap_reassembly_buffer_limit_hits_total`: holes given up at a per-stream limit.
+    pub reassembly_buffer_limit_hits: IntCounter,
+    /// `apitap_reassembly_buffered_bytes`: out-of-order bytes held now.
+    pub reassembly_buffered: IntGauge,
+    /// `apitap_reassembly_anomalies_total{anomaly}`: TCP stream anomalies.
+    pub reassembly_anomalies: IntCounterVec,
+
+    /// `apitap_http_transactions_total`: transactions that reached the analysis stage.
+    pub http_transactions: IntCounter,
+    /// `apitap_http_route_transactions_total{route,status_class}`: transactions per endpoint
+    /// (top endpoints only, the rest under `route="other"`).
+    pub http_route_transactions: IntCounterVec,
+    /// `apitap_http_transaction_duration_seconds{route}`: request start to response end.
+    pub http_duration: HistogramVec,
+    /// `apitap_http_anomalies_total{anomaly}`: HTTP anomalies raised by the parser.
+    pub http_anomalies: IntCounterVec,
+    /// `apitap_http_capture_quality_ratio`: share of complete transactions (request and
+    /// response, no gap) among the last `quality_window_transactions`.
+    pub http_capture_quality: Gauge,
+
+    /// `apitap_detect_alerts_total{kind,severity}`: alerts raised.
+    pub alerts: IntCounterVec,
+    /// `apitap_sink_deliveries_total{sink}`: alerts delivered.
+    pub sink_deliveries: IntCounterVec,
+    /// `apitap_sink_retries_total{sink}`: delivery attempts repeated.
+    pub sink_retries: IntCounterVec,
+    /// `apitap_sink_failures_total{sink}`: alerts given up on.
+    pub sink_failures: IntCounterVec,
+    /// `apitap_sink_queue_depth_alerts{sink}`: alerts waiting for delivery.
+    pub sink_queue_depth: IntGaugeVec,
+
+    /// `apitap_baseline_learning_state{state}`: 1 for the current state of the baseline
+    /// (`learning`, `detecting`), 0 for the others.
+    pub learning_state: IntGaugeVec,
+    /// `apitap_baseline_model_age_seconds{model}`: packet time since a model was last updated.
+    pub model_age: GaugeVec,
+
+    /// `apitap_daemon_channel_drops_total{channel}`: items dropped because a queue was full.
+    pub channel_drops: IntCounterVec,
+    /// `apitap_daemon_config_reloads_total{result}`: SIGHUP reloads, `ok` or `error`.
+    pub config_reloads: IntCounterVec,
+    /// `apitap_daemon_pipeline_drained`: 1 once the input ended and every stage flushed.
+    pub pipeline_drained: IntGauge,
+    /// `apitap_daemon_workers`: packet worker threads.
+    pub workers: IntGauge,
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::with_opts(Opts::new(name, help)).expect("valid metric name");
+    register(r, c.clone());
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric name");
+    register(r, c.clone());
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::with_opts(Opts::new(name, help)).expect("valid metric name");
+    register(r, g.clone());
+    g
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric name");
+    register(r, g.clone());
+    g
+}
+
+/// Registration fails only on a duplicate name: a programming error caught by the tests.
+fn register(r: &Registry, c: impl Collector + 'static) {
+    r.register(Box::new(c)).expect("metric names are unique");
+}
+
+/// Creates label values up front so a series reads 0 before its first event, instead of being
+/// absent (which dashboards cannot tell from "not exported").
+fn touch<P: prometheus::core::Atomic>(v: &GenericCounterVec<P>, values: &[&str]) {
+    for value in values {
+        let _ = v.get_metric_with_label_values(&[value]);
+    }
+}
+
+impl Metrics {
+    /// Registers the whole catalogue in a fresh registry.
+    // The names are literals checked by the tests, so the `expect`s in the helpers cannot fire
+    // on input.
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let m = Metrics {
+            capture_packets: counter(&r, "apitap_capture_packets_total", "Packets read from the interface or capture files."),
+            capture_bytes: counter(&r, "apitap_capture_bytes_total", "Captured bytes read."),
+            capture_kernel_drops: counter(&r, "apitap_capture_kernel_drops_total", "Packets the kernel dropped because the capture buffer was full."),
+            capture_interface_drops: counter(&r, "apitap_capture_interface_drops_total", "Packets the interface or its driver dropped."),
+            capture_file_errors: counter(&r, "apitap_capture_file_errors_total", "Capture files that ended early (truncated or damaged)."),
+            decode_errors: counter_vec(&r, "apitap_decode_errors_total", "Packets whose headers could not be decoded, by layer.", &["layer"]),
+            decode_skipped: counter_vec(&r, "apitap_decode_skipped_packets_total", "Packets decoded but not TCP, by kind.", &["kind"]),
+            decode_truncated: counter(&r, "apitap_decode_truncated_packets_total", "Packets cut short by the snaplen."),
+            decode_fragment_drops: counter_vec(&r, "apitap_decode_fragment_drops_total", "Incomplete IP datagrams dropped, by reason.", &["reason"]),
+            flow_active: gauge(&r, "apitap_flow_active_flows", "Connections tracked now."),
+            flow_created: counter(&r, "apitap_flow_created_total", "Connections tracked so far."),
+            flow_evicted: counter_vec(&r, "apitap_flow_evicted_total", "Connections removed before they ended, by reason.", &["reason"]),
+            flow_not_http: counter(&r, "apitap_flow_not_http_total", "Connections abandoned as not HTTP."),
+            reassembly_gaps: counter(&r, "apitap_reassembly_gaps_total", "Holes in TCP byte streams declared lost."),
+            reassembly_gap_bytes: counter(&r, "apitap_reassembly_gap_bytes_total", "Bytes covered by holes declared lost."),
+            reassembly_memcap_hits: counter(&r, "apitap_reassembly_memcap_hits_total", "Holes given up to stay under the reassembly memcap."),
+            reassembly_buffer_limit_hits: counter(&r, "apitap_reassembly_buffer_limit_hits_total", "Holes given up at a per-stream buffer limit."),
+            reassembly_buffered: gauge(&r, "apitap_reassembly_buffered_bytes", "Out-of-order bytes held now."),
+            reassembly_anomalies: counter_vec(&r, "apitap_reassembly_anomalies_total", "TCP stream anomalies, by name.", &["anomaly"]),
+            http_transactions: counter(&r, "apitap_http_transactions_total", "HTTP transactions that reached the analysis stage."),
+            http_route_transactions: counter_vec(&r, "apitap_http_route_transactions_total", "HTTP transactions per endpoint (the busiest; the rest under route=\"other\") and status class.", &["route", "status_class"]),
+            http_duration: {
+                let opts = HistogramOpts::new("apitap_http_transaction_duration_seconds", "Time from request start to response end, per endpoint.")
+                    .buckets(LATENCY_BUCKETS.to_vec());
+                let h = HistogramVec::new(opts, &["route"]).expect("valid metric name");
+                register(&r, h.clone());
+                h
+            },
+            http_anomalies: counter_vec(&r, "apitap_http_anomalies_total", "HTTP anomalies raised by the parser, by name.", &["anomaly"]),
+            http_capture_quality: {
+                let g = Gauge::with_opts(Opts::new("apitap_http_capture_quality_ratio", "Share of complete transactions (request and response, no gap) among the most recent ones.")).expect("valid metric name");
+                register(&r, g.clone());
+                g
+            },
+            alerts: counter_vec(&r, "apitap_detect_alerts_total", "Alerts raised, by kind and severity.", &["kind", "severity"]),
+            sink_deliveries: counter_vec(&r, "apitap_sink_deliveries_total", "Alerts delivered, by sink.", &["sink"]),
+            sink_retries: counter_vec(&r, "apitap_sink_retries_total", "Alert delivery attempts repeated, by sink.", &["sink"]),
+            sink_failures: counter_vec(&r, "apitap_sink_failures_total", "Alerts given up on, by sink.", &["sink"]),
+            sink_queue_depth: gauge_vec(&r, "apitap_sink_queue_depth_alerts", "Alerts waiting for delivery, by sink.", &["sink"]),
+            learning_state: gauge_vec(&r, "apitap_baseline_learning_state", "1 for the current state of the baseline, 0 for the others.", &["state"]),
+            model_age: {
+                let g = GaugeVec::new(Opts::new("apitap_baseline_model_age_seconds", "Packet time since a model was last updated."), &["model"]).expect("valid metric name");
+                register(&r, g.clone());
+                g
+            },
+            channel_drops: counter_vec(&r, "apitap_daemon_channel_drops_total", "Items dropped because a queue was full, by channel.", &["channel"]),
+            config_reloads: counter_vec(&r, "apitap_daemon_config_reloads_total", "Configuration reloads on SIGHUP, by result.", &["result"]),
+            pipeline_drained: gauge(&r, "apitap_daemon_pipeline_drained", "1 once the input ended and every stage flushed its output."),
+            workers: gauge(&r, "apitap_daemon_workers", "Packet worker threads."),
+            registry: r,
+        };
+        touch(&m.decode_errors, &DECODE_LAYERS);
+        touch(
+            &m.decode_skipped,
+            &["udp", "other_l4", "non_ip", "unknown_linktype"],
+        );
+        touch(
+            &m.decode_fragment_drops,
+            &["memcap", "timeout", "datagram_limit"],
+        );
+        touch(&m.flow_evicted, &["idle", "cap"]);
+        touch(&m.http_anomalies, &HttpAnomaly::ALL.map(HttpAnomaly::name));
+        let tcp = [
+            TcpAnomaly::OverlapMismatch,
+            TcpAnomaly::DataAfterFin,
+            TcpAnomaly::InconsistentFin,
+            TcpAnomaly::SegmentOutOfWindow,
+            TcpAnomaly::AckOutOfWindow,
+        ];
+        touch(&m.reassembly_anomalies, &tcp.map(TcpAnomaly::name));
+        touch(&m.channel_drops, &CHANNELS);
+        touch(&m.config_reloads, &["ok", "error"]);
+        m
+    }
+
+    /// The text exposition format (version 0.0.4) of every family.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Encoding only fails on invalid names, which `new` already refused.
+        let _ = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
+        out
+    }
+
+    /// Counts `n` items dropped on a full `channel` (one of [`CHANNELS`]).
+    pub fn channel_drop(&self, channel: &str, n: u64) {
+        inc(&self.channel_drops, &[channel], n);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Adds `n` to one series of a counter family; a wrong label count drops the update.
+pub fn inc(v: &IntCounterVec, labels: &[&str], n: u64) {
+    if n > 0 {
+        if let Ok(c) = v.get_metric_with_label_values(labels) {
+            c.inc_by(n);
+        }
+    }
+}
+
+/// Adds `delta` to one series of a gauge family.
+pub fn add(v: &GenericGaugeVec<prometheus::core::AtomicI64>, labels: &[&str], delta: i64) {
+    if let Ok(g) = v.get_metric_with_label_values(labels) {
+        g.add(delta);
+    }
+}
+
+/// Publishes one engine's counters as deltas from what it published last.
+#[derive(Debug, Default)]
+pub struct EnginePublisher {
+    last: Option<EngineStats>,
+}
+
+/// `now - before` for a counter that only grows; 0 if it ever went back.
+fn delta(now: u64, before: u64) -> u64 {
+    now.saturating_sub(before)
+}
+
+fn gauge_delta(now: usize, before: usize) -> i64 {
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    let before = i64::try_from(before).unwrap_or(i64::MAX);
+    now.saturating_sub(before)
+}
+
+impl EnginePublisher {
+    pub fn new() -> EnginePublisher {
+        EnginePublisher::default()
+    }
+
+    /// Adds what changed since the previous call to `m`.
+    pub fn publish(&mut self, m: &Metrics, now: &EngineStats) {
+        let zero = EngineStats {
+            decode: Default::default(),
+            flow: Default::default(),
+            stream: Default::default(),
+            http: Default::default(),
+            transactions: 0,
+            active_flows: 0,
+            buffered_bytes: 0,
+        };
+        let was = self.last.as_ref().unwrap_or(&zero);
+        let (d, w) = (&now.decode, &was.decode);
+        for (layer, n, b) in [
+            ("link", d.link_errors, w.link_errors),
+            ("vlan", d.vlan_errors, w.vlan_errors),
+            ("ipv4", d.ipv4_errors, w.ipv4_errors),
+            ("ipv6", d.ipv6_errors, w.ipv6_errors),
+            ("tcp", d.tcp_errors, w.tcp_errors),
+            ("tunnel", d.tunnel_errors, w.tunnel_errors),
+        ] {
+            inc(&m.decode_errors, &[layer], delta(n, b));
+        }
+        for (kind, n, b) in [
+            ("udp", d.udp, w.udp),
+            ("other_l4", d.other_l4, w.other_l4),
+            ("non_ip", d.non_ip, w.non_ip),
+            ("unknown_linktype", d.unknown_linktype, w.unknown_linktype),
+        ] {
+            inc(&m.decode_skipped, &[kind], delta(n, b));
+        }
+        m.decode_truncated.inc_by(delta(d.truncated, w.truncated));
+        for (reason, n, b) in [
+            ("memcap", d.frag_memcap_drops, w.frag_memcap_drops),
+            ("timeout", d.frag_timeouts, w.frag_timeouts),
+            (
+                "datagram_limit",
+                d.frag_datagram_limit_drops,
+                w.frag_datagram_limit_drops,
+            ),
+        ] {
+            inc(&m.decode_fragment_drops, &[reason], delta(n, b));
+        }
+
+        let (f, fw) = (&now.flow, &was.flow);
+        m.flow_created.inc_by(delta(f.created, fw.created));
+        inc(
+            &m.flow_evicted,
+            &["idle"],
+            delta(f.evicted_idle, fw.evicted_idle),
+        );
+        inc(
+            &m.flow_evicted,
+            &["cap"],
+            delta(f.evicted_cap, fw.evicted_cap),
+        );
+        m.flow_not_http.inc_by(delta(f.not_http, fw.not_http));
+        m.flow_active
+            .add(gauge_delta(now.active_flows, was.active_flows));
+        for (name, n) in &f.tcp_anomalies {
+            let b = fw
+                .tcp_anomalies
+                .iter()
+                .find(|(x, _)| x == name)
+                .map_or(0, |(_, c)| *c);
+            inc(&m.reassembly_anomalies, &[name], delta(*n, b));
+        }
+
+        let (s, sw) = (&now.stream, &was.stream);
+        m.reassembly_gaps.inc_by(delta(s.gaps, sw.gaps));
+        m.reassembly_gap_bytes
+            .inc_by(delta(s.gap_bytes, sw.gap_bytes));
+        m.reassembly_memcap_hits
+            .inc_by(delta(s.memcap_hits, sw.memcap_hits));
+        m.reassembly_buffer_limit_hits
+            .inc_by(delta(s.buffer_limit_hits, sw.buffer_limit_hits));
+        m.reassembly_buffered
+            .add(gauge_delta(now.buffered_bytes, was.buffered_bytes));
+
+        for ((name, n), (_, b)) in now.http.anomaly_counts().zip(was.http.anomaly_counts()) {
+            inc(&m.http_anomalies, &[name], delta(n, b));
+        }
+        self.last = Some(now.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::OfflineSource;
+    use crate::engine::{Engine, EngineConfig};
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    /// `name{labels} value` lines of the exposition, without comments.
+    fn samples(text: &str) -> BTreeMap<String, f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_follow_the_convention_and_labels_are_bounded() {
+        let m = Metrics::new();
+        // Give every labelled family one series so it is exported.
+        inc(&m.alerts, &["bola", "high"], 1);
+        inc(&m.sink_deliveries, &["webhook"], 1);
+        inc(&m.sink_retries, &["webhook"], 1);
+        inc(&m.sink_failures, &["webhook"], 1);
+        add(&m.sink_queue_depth, &["webhook"], 1);
+        add(&m.learning_state, &["learning"], 1);
+        m.model_age.with_label_values(&["baseline"]).set(1.0);
+        inc(&m.http_route_transactions, &[OTHER_ROUTE, "2xx"], 1);
+        m.http_duration
+            .with_label_values(&[OTHER_ROUTE])
+            .observe(0.01);
+        let text = m.render();
+        let families: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .collect();
+        assert_eq!(families.len(), 35, "{families:?}");
+        for (name, kind) in families {
+            assert!(name.starts_with("apitap_"), "{name}");
+            let parts: Vec<&str> = name.split('_').collect();
+            assert!(parts.len() >= 3, "{name}: apitap_<subsystem>_<name>");
+            assert_eq!(
+                kind == "counter",
+                name.ends_with("_total"),
+                "{name} is a {kind}"
+            );
+        }
+        let allowed = [
+            "layer",
+            "kind",
+            "reason",
+            "anomaly",
+            "route",
+            "status_class",
+            "severity",
+            "sink",
+            "state",
+            "model",
+            "channel",
+            "result",
+            "le",
+        ];
+        for key in samples(&text).keys() {
+            if let Some((_, labels)) = key.split_once('{') {
+                for pair in labels.trim_end_matches('}').split(',') {
+                    let label = pair.split('=').next().unwrap_or("");
+                    assert!(allowed.contains(&label), "{key}: label {label}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fixed_label_values_read_zero_before_any_event() {
+        let s = samples(&Metrics::new().render());
+        assert_eq!(
+            s.get("apitap_decode_errors_total{layer=\"ipv6\"}"),
+            Some(&0.0)
+        );
+        assert_eq!(
+            s.get("apitap_http_anomalies_total{anomaly=\"duplicate_content_length\"}"),
+            Some(&0.0)
+        );
+        assert_eq!(
+            s.get("apitap_daemon_channel_drops_total{channel=\"packets\"}"),
+            Some(&0.0)
+        );
+        assert_eq!(
+            s.get("apitap_flow_evicted_total{reason=\"cap\"}"),
+            Some(&0.0)
+        );
+    }
+
+    fn run_engine(pcap: &str, publish_every: usize, m: &Metrics) -> EngineStats {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("captures")
+            .join(pcap);
+        let mut src = OfflineSource::open(&[path]).expect("bundled capture");
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut publisher = EnginePublisher::new();
+        let mut out = Vec::new();
+        let mut n = 0usize;
+        while let Some(p) = src.next_packet() {
+            engine.process(&p, &mut out);
+            n += 1;
+            if n % publish_every == 0 {
+                publisher.publish(m, &engine.stats());
+            }
+        }
+        engine.finish(&mut out);
+        publisher.publish(m, &engine.stats());
+        engine.stats()
+    }
+
+    /// Publishing deltas at any cadence ends at the engine's own totals: nothing is lost or
+    /// counted twice.
+    #[test]
+    fn deltas_add_up_to_the_engine_totals_whatever_the_cadence() {
+        for every in [1, 7, 1_000_000] {
+            let m = Metrics::new();
+            let st = run_engine("api-impaired.pcap", every, &m);
+            let s = samples(&m.render());
+            assert_eq!(
+                s["apitap_flow_created_total"], st.flow.created as f64,
+                "every {every}"
+            );
+            assert_eq!(s["apitap_reassembly_gaps_total"], st.stream.gaps as f64);
+            assert_eq!(
+                s["apitap_reassembly_gap_bytes_total"],
+                st.stream.gap_bytes as f64
+            );
+            assert_eq!(s["apitap_flow_active_flows"], st.active_flows as f64);
+            assert_eq!(
+                s["apitap_reassembly_buffered_bytes"],
+                st.buffered_bytes as f64
+            );
+            let anomalies: f64 = s
+                .iter()
+                .filter(|(k, _)| k.starts_with("apitap_http_anomalies_total"))
+                .map(|(_, v)| v)
+                .sum();
+            let want: u64 = st.http.anomaly_counts().map(|(_, c)| c).sum();
+            assert_eq!(anomalies, want as f64);
+            let tcp: f64 = s
+                .iter()
+                .filter(|(k, _)| k.starts_with("apitap_reassembly_anomalies_total"))
+                .map(|(_, v)| v)
+                .sum();
+            let want: u64 = st.flow.tcp_anomalies.iter().map(|(_, c)| c).sum();
+            assert_eq!(tcp, want as f64);
+            assert!(st.stream.gaps > 0, "the impaired capture has gaps to count");
+        }
+    }
+}

@@ -1,0 +1,606 @@
+//! `apitap run` and `apitap config` as an operator uses them: the real binary, real signals,
+//! real HTTP scrapes of `/metrics`.
+//!
+//! Each daemon listens on `127.0.0.1:0`; the test reads the chosen port from the start-up log.
+//! Replays are made deterministic with `--hold`: the daemon drains, sets
+//! `apitap_daemon_pipeline_drained 1`, and keeps serving until signalled. Tests that need root
+//! (live capture on `lo`, switching user) print `skipped: needs root` and return otherwise.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_apitap");
+
+fn bundled(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("captures")
+        .join(name)
+}
+
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("apitap-daemon-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Transactions `apitap flows` finds in a capture: what the daemon must count too.
+fn flows_count(pcap: &Path) -> usize {
+    let o = Command::new(BIN)
+        .args(["flows", "-q"])
+        .arg(pcap)
+        .output()
+        .expect("run apitap flows");
+    assert!(o.status.success());
+    String::from_utf8_lossy(&o.stdout).lines().count()
+}
+
+/// A running `apitap run` with its stderr collected line by line.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(args: &[&str]) -> Daemon {
+        let mut child = Command::new(BIN)
+            .arg("run")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn apitap run");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+
+    /// Waits until a log line contains `what`; returns that line.
+    fn wait_log(&mut self, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(l) = self
+                .log
+                .lock()
+                .expect("log lock")
+                .iter()
+                .find(|l| l.contains(what))
+            {
+                return l.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "apitap exited ({status}) before logging {what:?}:\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {what:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The metrics port, from the start-up log line.
+    fn port(&mut self) -> u16 {
+        let line = self.wait_log("listen=");
+        let addr = line.split("listen=").nth(1).expect("address").trim();
+        addr.rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: sending a signal to our own child.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("apitap did not exit:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One plain HTTP/1.1 GET; returns status and body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics server");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read answer");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one sample (`name` or `name{labels}`) in a scrape.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Scrapes until `series` has value `want` (or the deadline); returns the last scrape.
+fn wait_metric(port: u16, series: &str, want: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = get(port, "/metrics");
+        if sample(&body, series) == Some(want) || Instant::now() > deadline {
+            return body;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("apitap.toml");
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+const LISTEN: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
+
+#[test]
+fn config_default_prints_the_shipped_file_and_check_judges_files() {
+    let o = Command::new(BIN)
+        .args(["config", "default"])
+        .output()
+        .expect("run");
+    assert!(o.status.success());
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/apitap.toml"))
+            .expect("deploy/apitap.toml");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), shipped);
+
+    let dir = temp_dir("check");
+    let good = write_config(&dir, &shipped);
+    let o = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[capture]\nsnaplen_bytes = 0\n").expect("write");
+    let o = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("bad.toml: [capture] snaplen_bytes = 0: must be between 64 and 262144"),
+        "{e}"
+    );
+    // The same file refuses to start the daemon, before anything is opened.
+    let o = Command::new(BIN)
+        .args(["run", "--pcap"])
+        .arg(bundled("api-basic.pcap"))
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("snaplen_bytes = 0"));
+}
+
+#[test]
+fn flows_takes_its_engine_limits_from_the_config() {
+    let dir = temp_dir("flows");
+    let pcap = bundled("api-basic.pcap");
+    // One flow at a time: every new connection evicts the previous one, so transactions still
+    // come out, but the eviction counter in the summary shows the limit was applied.
+    let cfg = write_config(&dir, "[flow]\nmax_flows = 1\n");
+    let o = Command::new(BIN)
+        .args(["flows"])
+        .arg(&pcap)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("flows_evicted_cap="));
+}
+
+#[test]
+fn replay_drains_and_metrics_report_every_transaction() {
+    let pcap = bundled("api-basic.pcap");
+    let want = flows_count(&pcap);
+    assert!(want > 100);
+    let dir = temp_dir("replay");
+    let cfg = write_config(&dir, &format!("{LISTEN}[daemon]\nworkers = 3\n"));
+    let mut d = Daemon::start(&[
+        "--pcap",
+        pcap.to_str().expect("path"),
+        "--config",
+        cfg.to_str().expect("path"),
+        "--hold",
+    ]);
+    let port = d.port();
+    let scrape = wait_metric(port, "apitap_daemon_pipeline_drained", 1.0);
+    assert_eq!(
+        sample(&scrape, "apitap_daemon_pipeline_drained"),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert_eq!(
+        sample(&scrape, "apitap_http_transactions_total"),
+        Some(want as f64)
+    );
+    assert_eq!(sample(&scrape, "apitap_daemon_workers"), Some(3.0));
+    assert_eq!(
+        sample(
+            &scrape,
+            "apitap_daemon_channel_drops_total{channel=\"packets\"}"
+        ),
+        Some(0.0),
+        "a replay is lossless"
+    );
+    assert!(sample(&scrape, "apitap_capture_packets_total").unwrap_or(0.0) > 0.0);
+    assert_eq!(get(port, "/healthz").0, 200);
+    assert_eq!(
+        get(port, "/readyz").0,
+        503,
+        "a drained replay is not capturing"
+    );
+    d.signal(libc::SIGINT);
+    assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
+}
+
+#[test]
+fn replay_without_hold_exits_by_itself_and_logs_every_transaction() {
+    let pcap = bundled("api-pipelined.pcap");
+    let want = flows_count(&pcap);
+    let dir = temp_dir("exit");
+    let log = dir.join("tx.jsonl");
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "[metrics]\nlisten = \"\"\n[output]\ntransaction_log = {:?}\n",
+            log.display().to_string()
+        ),
+    );
+    let mut d = Daemon::start(&[
+        "--pcap",
+        pcap.to_str().expect("path"),
+        "--config",
+        cfg.to_str().expect("path"),
+    ]);
+    assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
+    let text = std::fs::read_to_string(&log).expect("transaction log");
+    assert_eq!(text.lines().count(), want);
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("one JSON object per line");
+    }
+}
+
+#[test]
+fn sigterm_during_a_realtime_replay_drains_and_exits_zero() {
+    let pcap = bundled("api-basic.pcap");
+    let all = flows_count(&pcap);
+    let dir = temp_dir("drain");
+    let log = dir.join("tx.jsonl");
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "{LISTEN}[output]\ntransaction_log = {:?}\n",
+            log.display().to_string()
+        ),
+    );
+    let mut d = Daemon::start(&[
+        "--pcap",
+        pcap.to_str().expect("path"),
+        "--config",
+        cfg.to_str().expect("path"),
+        "--realtime",
+    ]);
+    d.wait_log("Replaying.");
+    // The capture spans 7.5 s of packet time; stop it about a quarter of the way in.
+    std::thread::sleep(Duration::from_millis(2000));
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
+    let text = std::fs::read_to_string(&log).expect("transaction log");
+    let n = text.lines().count();
+    assert!(
+        n > 0 && n < all,
+        "{n} of {all} transactions before the stop"
+    );
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("flushed whole lines only");
+    }
+    let logs = d.log_text();
+    assert!(logs.contains("Stopping: draining the pipeline."), "{logs}");
+    assert!(logs.contains("Pipeline drained."), "{logs}");
+}
+
+#[test]
+fn sighup_with_a_bad_file_keeps_running_on_the_old_config() {
+    let pcap = bundled("api-basic.pcap");
+    let dir = temp_dir("sighup");
+    let cfg = write_config(&dir, LISTEN);
+    let mut d = Daemon::start(&[
+        "--pcap",
+        pcap.to_str().expect("path"),
+        "--config",
+        cfg.to_str().expect("path"),
+        "--hold",
+    ]);
+    let port = d.port();
+    d.wait_log("Replay drained");
+
+    std::fs::write(&cfg, format!("{LISTEN}[flow]\nmax_flows = 0\n")).expect("write");
+    d.signal(libc::SIGHUP);
+    let line = d.wait_log("Config reload failed; keeping the running config.");
+    assert!(
+        line.contains("[flow] max_flows = 0: must be between 1 and"),
+        "{line}"
+    );
+    let scrape = wait_metric(
+        port,
+        "apitap_daemon_config_reloads_total{result=\"error\"}",
+        1.0,
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "apitap_daemon_config_reloads_total{result=\"error\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(
+        d.child.try_wait().expect("try_wait").is_none(),
+        "still running"
+    );
+    assert_eq!(get(port, "/healthz").0, 200);
+
+    // A valid file: the live key applies, the other is reported as needing a restart.
+    std::fs::write(
+        &cfg,
+        format!("{LISTEN}[daemon]\nlog_level = \"debug\"\n[flow]\nmax_flows = 5\n"),
+    )
+    .expect("write");
+    d.signal(libc::SIGHUP);
+    let applied = d.wait_log("Config reloaded.");
+    assert!(applied.contains("daemon.log_level"), "{applied}");
+    let restart = d.wait_log("need a restart");
+    assert!(restart.contains("flow.max_flows"), "{restart}");
+    let scrape = wait_metric(
+        port,
+        "apitap_daemon_config_reloads_total{result=\"ok\"}",
+        1.0,
+    );
+    assert_eq!(
+        sample(&scrape, "apitap_daemon_config_reloads_total{result=\"ok\"}"),
+        Some(1.0)
+    );
+
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
+}
+
+#[test]
+fn secrets_from_the_environment_never_reach_the_log() {
+    let pcap = bundled("api-basic.pcap");
+    let dir = temp_dir("secret");
+    let cfg = write_config(
+        &dir,
+        "[metrics]\nlisten = \"\"\n[daemon]\nlog_level = \"trace\"\n",
+    );
+    let secret = "env-pseudonym-key-0123456789abcdef";
+    let o = Command::new(BIN)
+        .args(["run", "--pcap"])
+        .arg(&pcap)
+        .arg("--config")
+        .arg(&cfg)
+        .env("APITAP_PSEUDONYM_KEY", secret)
+        .env("APITAP_WEBHOOK_SECRET", "hook-secret-value")
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !e.contains(secret) && !e.contains("hook-secret-value"),
+        "{e}"
+    );
+    // A short key is refused by name, still without showing it.
+    let o = Command::new(BIN)
+        .args(["run", "--pcap"])
+        .arg(&pcap)
+        .env("APITAP_PSEUDONYM_KEY", "tiny-key")
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("[secrets] pseudonym_key = <secret of 8 bytes>"),
+        "{e}"
+    );
+    assert!(!e.contains("tiny-key"), "{e}");
+}
+
+#[test]
+fn root_switches_to_the_configured_user_after_opening_the_capture() {
+    if !is_root() {
+        println!("skipped: needs root");
+        return;
+    }
+    let pcap = bundled("api-basic.pcap");
+    let want = flows_count(&pcap);
+    let dir = temp_dir("user");
+    let cfg = write_config(&dir, &format!("{LISTEN}[daemon]\nuser = \"nobody\"\n"));
+    let mut d = Daemon::start(&[
+        "--pcap",
+        pcap.to_str().expect("path"),
+        "--config",
+        cfg.to_str().expect("path"),
+        "--hold",
+    ]);
+    let port = d.port();
+    let line = d.wait_log("Dropped privileges.");
+    assert!(line.contains("user=nobody"), "{line}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).expect("status");
+    let uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .expect("Uid line");
+    assert!(
+        !uid.split_whitespace().skip(1).any(|u| u == "0"),
+        "still root: {uid}"
+    );
+    let scrape = wait_metric(port, "apitap_daemon_pipeline_drained", 1.0);
+    assert_eq!(
+        sample(&scrape, "apitap_http_transactions_total"),
+        Some(want as f64)
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
+}
+
+/// A tiny HTTP server: answers each connection's request with a small JSON body, then closes.
+fn serve_http(listener: TcpListener, connections: usize) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(connections) {
+            let Ok(mut s) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let body = b"{\"ok\":true}";
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(body);
+        }
+    })
+}
+
+#[test]
+fn live_capture_on_loopback_counts_every_request() {
+    if !is_root() {
+        println!("skipped: needs root");
+        return;
+    }
+    const REQUESTS: usize = 25;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind test server");
+    let port = listener.local_addr().expect("addr").port();
+    let server = serve_http(listener, REQUESTS);
+    let dir = temp_dir("live");
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "{LISTEN}[capture]\nfilter = \"tcp port {port}\"\nread_timeout_ms = 50\n\
+             promiscuous = false\nsnaplen_bytes = 65535\nbuffer_bytes = 16777216\n\
+             [daemon]\nworkers = 2\nbatch_timeout_ms = 20\nmax_queued_batches = 1024\n"
+        ),
+    );
+    let mut d = Daemon::start(&["--interface", "lo", "--config", cfg.to_str().expect("path")]);
+    let metrics_port = d.port();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(metrics_port, "/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "never ready:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for i in 0..REQUESTS {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to test server");
+        write!(
+            s,
+            "GET /api/items/{i} HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send request");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("read response");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    server.join().expect("server thread");
+    let scrape = wait_metric(
+        metrics_port,
+        "apitap_http_transactions_total",
+        REQUESTS as f64,
+    );
+    assert_eq!(
+        sample(&scrape, "apitap_http_transactions_total"),
+        Some(REQUESTS as f64),
+        "{}\n{scrape}",
+        d.log_text()
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "apitap_daemon_channel_drops_total{channel=\"packets\"}"
+        ),
+        Some(0.0)
+    );
+    // Workers publish their counters every stats interval; wait for that too.
+    let scrape = wait_metric(metrics_port, "apitap_flow_created_total", REQUESTS as f64);
+    assert_eq!(
+        sample(&scrape, "apitap_flow_created_total"),
+        Some(REQUESTS as f64)
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
+}
