@@ -126,7 +126,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Flows(a) => quiet_on_broken_pipe(flows(a)),
         Command::Generate(a) => generate(a),
         Command::Learn(a) => model::learn(a),
-        Command::Model(c) => model::model(c),
+        Command::Model(c) => quiet_on_broken_pipe(model::model(c)),
         Command::Inventory(a) => quiet_on_broken_pipe(model::inventory(a)),
         Command::Config(a) => quiet_on_broken_pipe(config(a)),
         Command::Run(a) => run_daemon(a),
