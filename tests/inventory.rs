@@ -329,3 +329,56 @@ fn demo_model_is_fresh() {
         model.endpoints.len()
     );
 }
+
+/// `learn --config` reads the same file as the daemon: a bad value is refused with the file,
+/// key and reason; `[identity]` and `[secrets]` settings take effect.
+#[test]
+fn learn_reads_the_config_file() {
+    let dir = tmp("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[flow]\nmax_flows = \"many\"\n").unwrap();
+    let pcap = capture("api-basic.pcap");
+    let model = dir.join("m");
+    let o = apitap(
+        &[
+            "learn",
+            pcap.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--config",
+            bad.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("max_flows"),
+        "{err}"
+    );
+
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "[secrets]\npseudonym_key = \"a-configured-key-of-enough-length\"\n",
+    )
+    .unwrap();
+    let o = apitap(
+        &[
+            "learn",
+            pcap.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--config",
+            good.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !model.join("pseudonym.key").exists(),
+        "the configured key is used, no key file made"
+    );
+    assert!(Model::load(&model).unwrap().counters.learned > 300);
+}

@@ -2,11 +2,11 @@
 //! and report learned models.
 
 use crate::capture::OfflineSource;
-use crate::engine::{Engine, EngineConfig};
-use crate::identity::{IdentityConfig, IdentityExtractor};
+use crate::engine::Engine;
+use crate::identity::IdentityExtractor;
 use crate::inventory::report;
 use crate::inventory::spec::Spec;
-use crate::inventory::template::{RouteConfig, RouteLearner};
+use crate::inventory::template::RouteLearner;
 use crate::model::learn::{LearnConfig, Learner};
 use crate::model::Model;
 use anyhow::{bail, Context, Result};
@@ -33,6 +33,10 @@ pub struct LearnArgs {
     /// Name of this sensor, recorded in the model.
     #[arg(long, default_value = "sensor")]
     pub sensor: String,
+    /// Configuration file: engine limits, `[identity]` claims and trusted proxies, `[routes]`
+    /// templating options, `[secrets] pseudonym_key`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -68,11 +72,12 @@ pub enum InventoryFormat {
     Json,
 }
 
-/// The pseudonym key: `APITAP_PSEUDONYM_KEY`, else `<model>/pseudonym.key`, created with 32
-/// random bytes (mode 0600) on first use. Returns the key and its public fingerprint.
-fn pseudonym_key(model_dir: &Path) -> Result<(Vec<u8>, String)> {
-    let key = match std::env::var(PSEUDONYM_KEY_ENV) {
-        Ok(k) if !k.is_empty() => k.into_bytes(),
+/// The pseudonym key: the configured one (`[secrets] pseudonym_key`, which
+/// `APITAP_PSEUDONYM_KEY` overrides), else `<model>/pseudonym.key`, created with 32 random bytes
+/// (mode 0600) on first use. Returns the key and its public fingerprint.
+fn pseudonym_key(model_dir: &Path, configured: &[u8]) -> Result<(Vec<u8>, String)> {
+    let key = match configured {
+        k if !k.is_empty() => k.to_vec(),
         _ => {
             let path = model_dir.join(KEY_FILE);
             if path.exists() {
@@ -104,10 +109,11 @@ fn pseudonym_key(model_dir: &Path) -> Result<(Vec<u8>, String)> {
 }
 
 pub fn learn(args: LearnArgs) -> Result<()> {
-    let (key, key_id) = pseudonym_key(&args.model)?;
-    let identity = IdentityExtractor::new(&IdentityConfig::default(), &key)
+    let cfg = super::load_config(args.config.as_deref())?;
+    let (key, key_id) = pseudonym_key(&args.model, cfg.secrets.pseudonym_key.expose().as_bytes())?;
+    let identity = IdentityExtractor::new(&cfg.identity, &key)
         .map_err(|e| anyhow::anyhow!("{PSEUDONYM_KEY_ENV}: {e}"))?;
-    let mut routes = RouteLearner::new(RouteConfig::default());
+    let mut routes = RouteLearner::new(cfg.routes.clone());
     if let Some(spec) = &args.spec {
         let spec = Spec::load(spec)?;
         routes = routes.with_spec_paths(spec.paths());
@@ -132,7 +138,7 @@ pub fn learn(args: LearnArgs) -> Result<()> {
     };
     let mut learner = Learner::new(model, identity, LearnConfig::default());
     let mut source = OfflineSource::open(&args.pcaps)?;
-    let mut engine = Engine::new(EngineConfig::default());
+    let mut engine = Engine::new(cfg.engine());
     let mut batch = Vec::new();
     while let Some(pkt) = source.next_packet() {
         engine.process(&pkt, &mut batch);
