@@ -336,21 +336,23 @@ fn demo_model_is_fresh() {
 fn learn_reads_the_config_file() {
     let dir = tmp("config");
     std::fs::create_dir_all(&dir).unwrap();
-    let bad = dir.join("bad.toml");
-    std::fs::write(&bad, "[flow]\nmax_flows = \"many\"\n").unwrap();
     let pcap = capture("api-basic.pcap");
     let model = dir.join("m");
-    let o = apitap(
-        &[
+    let learn_with = |name: &str, text: &str| {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let args = [
             "learn",
             pcap.to_str().unwrap(),
             "--model",
             model.to_str().unwrap(),
-            "--config",
-            bad.to_str().unwrap(),
-        ],
-        "",
-    );
+        ];
+        let mut args: Vec<&str> = args.to_vec();
+        let file = file.display().to_string();
+        args.extend(["--config", &file]);
+        apitap(&args, "")
+    };
+    let o = learn_with("bad.toml", "[flow]\nmax_flows = \"many\"\n");
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -358,22 +360,9 @@ fn learn_reads_the_config_file() {
         "{err}"
     );
 
-    let good = dir.join("good.toml");
-    std::fs::write(
-        &good,
+    let o = learn_with(
+        "good.toml",
         "[secrets]\npseudonym_key = \"a-configured-key-of-enough-length\"\n",
-    )
-    .unwrap();
-    let o = apitap(
-        &[
-            "learn",
-            pcap.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-            "--config",
-            good.to_str().unwrap(),
-        ],
-        "",
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
