@@ -672,7 +672,7 @@ fn dashboard_is_valid_and_queries_only_exported_metrics() {
         if p["type"] != "row" {
             assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
             assert!(
-                !p["targets"].as_array().map_or(true, Vec::is_empty),
+                !p["targets"].as_array().is_none_or(Vec::is_empty),
                 "{}",
                 p["title"]
             );
