@@ -14,7 +14,9 @@
 //!
 //! Memory policy: the learner keeps an estimate of the bytes its profiles hold
 //! ([`Learner::memory_bytes`]), updated by the change in `heap_bytes()` of the one or two
-//! profiles each transaction touches, never by a walk over all of them. Callers give way
+//! profiles each transaction touches, never by a walk over all of them. A caller is charged at
+//! least `caller_reservation_bytes` from its first call, because a young caller profile grows
+//! several-fold as its hour-of-week series fills in. Callers give way
 //! first: a new caller is admitted only while the estimate is below the budget less
 //! `endpoint_reserve_percent`, so the last share is left to new endpoints (few, and each worth
 //! more to detection than one caller) and to the growth of profiles already kept; a new
@@ -52,6 +54,12 @@ pub struct LearnConfig {
     /// for new endpoints and the growth of kept profiles. Default 10; values above 100 count
     /// as 100.
     pub endpoint_reserve_percent: u8,
+    /// Bytes each caller is charged against the budget from its first call, or its estimate
+    /// when larger. A new caller's profile is under 1 KiB, but its hour-of-week series fills
+    /// in as its calls spread over the week (about 5.6 KiB each after ten calls in the model
+    /// memory bench); charging only the current size admitted callers that later grew the
+    /// estimate to almost three times the budget. Default 8 KiB.
+    pub caller_reservation_bytes: usize,
 }
 
 impl Default for LearnConfig {
@@ -62,6 +70,7 @@ impl Default for LearnConfig {
             max_endpoints: 20_000,
             memory_budget_bytes: 1 << 30,
             endpoint_reserve_percent: 10,
+            caller_reservation_bytes: 8 << 10,
         }
     }
 }
@@ -90,12 +99,14 @@ fn endpoint_bytes(key: &EndpointKey, profile: &EndpointProfile) -> usize {
         + profile.heap_bytes()
 }
 
-/// Estimated bytes one caller entry holds: pseudonym, profile and map slot.
-fn caller_bytes(pseudonym: &str, profile: &CallerProfile) -> usize {
-    std::mem::size_of::<(String, CallerProfile)>()
+/// Bytes one caller entry is charged: its estimate (pseudonym, profile and map slot), at
+/// least `reservation`.
+fn caller_bytes(pseudonym: &str, profile: &CallerProfile, reservation: usize) -> usize {
+    let estimate = std::mem::size_of::<(String, CallerProfile)>()
         + MAP_ENTRY_OVERHEAD_BYTES
         + pseudonym.len()
-        + profile.heap_bytes()
+        + profile.heap_bytes();
+    estimate.max(reservation)
 }
 
 pub struct Learner {
@@ -123,7 +134,11 @@ impl Learner {
         let memory_bytes = endpoints
             .iter()
             .map(|(k, p)| endpoint_bytes(k, p))
-            .chain(callers.iter().map(|(k, p)| caller_bytes(k, p)))
+            .chain(
+                callers
+                    .iter()
+                    .map(|(k, p)| caller_bytes(k, p, cfg.caller_reservation_bytes)),
+            )
             .fold(0usize, usize::saturating_add);
         Learner {
             cfg,
@@ -229,11 +244,12 @@ impl Learner {
     /// Folds one call into its caller's profile, admitting a new caller only under the
     /// caller share of the budget.
     fn observe_caller(&mut self, subject: &str, tx: &Transaction, endpoint: &EndpointKey) {
+        let reservation = self.cfg.caller_reservation_bytes;
         let (before, after) = match self.callers.get_mut(subject) {
             Some(p) => {
-                let before = caller_bytes(subject, p);
+                let before = caller_bytes(subject, p, reservation);
                 p.observe(tx, endpoint, &self.cfg.caller);
-                (before, caller_bytes(subject, p))
+                (before, caller_bytes(subject, p, reservation))
             }
             None if self.memory_bytes >= self.cfg.caller_budget_bytes() => {
                 let c = &mut self.model.counters;
@@ -243,7 +259,7 @@ impl Learner {
             None => {
                 let mut p = CallerProfile::new(&self.cfg.caller);
                 p.observe(tx, endpoint, &self.cfg.caller);
-                let after = caller_bytes(subject, &p);
+                let after = caller_bytes(subject, &p, reservation);
                 self.callers.insert(subject.to_string(), p);
                 (0, after)
             }
@@ -447,7 +463,7 @@ mod tests {
             .endpoints
             .iter()
             .map(|(k, p)| endpoint_bytes(k, p))
-            .chain(l.callers.iter().map(|(k, p)| caller_bytes(k, p)))
+            .chain(l.callers.iter().map(|(k, p)| caller_bytes(k, p, 8 << 10)))
             .sum::<usize>();
         assert_eq!(l.memory_bytes(), walk);
         // A learner continuing a saved model starts from the same estimate.
