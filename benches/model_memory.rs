@@ -7,6 +7,12 @@
 //! `BENCH_CALLERS`, `BENCH_ENDPOINTS` (defaults 10,000,000 / 1,000,000 / 1,000) and
 //! `BENCH_BUDGET_BYTES` (default: `LearnConfig`'s, 1 GiB). The traffic is deterministic
 //! (a fixed-seed SplitMix64), so two runs learn the same model.
+//!
+//! Figures of one run on the shared 2-core development box (release, default budget):
+//! 223,838 transactions/s (10M in 44.7 s); estimate 925.0 MiB, peak RSS 743.6 MiB; 1,000
+//! endpoints at 11,041 B each, 117,030 callers at 5,664 B each; callers_over_budget 8,719,059,
+//! endpoints_over_budget 0. A million callers of this size need about 5.4 GiB, so under 1 GiB
+//! about one caller in nine is tracked, the first to appear.
 
 use apitap::common::Timestamp;
 use apitap::identity::{IdentityConfig, IdentityExtractor};
