@@ -172,7 +172,7 @@ pub fn model(cmd: ModelCommand) -> Result<()> {
                 match &mut merged {
                     None => merged = Some(m),
                     Some(acc) => acc
-                        .merge(&m, &cfg.profile)
+                        .merge(&m, &cfg)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?,
                 }
             }
@@ -214,6 +214,14 @@ pub fn model(cmd: ModelCommand) -> Result<()> {
                 c.transactions, c.learned, c.without_request, c.partial, c.endpoints_over_cap
             )?;
             writeln!(o, "endpoints:    {}", m.endpoints.len())?;
+            writeln!(
+                o,
+                "callers:      {} ({} anonymous transactions; over the memory budget: {} of new callers, {} of new endpoints)",
+                m.callers.len(),
+                c.anonymous,
+                c.callers_over_budget,
+                c.endpoints_over_budget
+            )?;
             writeln!(o, "templates:")?;
             let mut t = m.routes.templates();
             t.sort_by(|a, b| (&a.host, &a.path, &a.method).cmp(&(&b.host, &b.path, &b.method)));

@@ -6,10 +6,31 @@
 //! so [`Learner::finish`] re-homes every profile under its final template, merging profiles that
 //! now share one — profiles are mergeable, so nothing learned is lost.
 //!
+//! Each transaction with a subject (JWT subject, Basic user, token, API key or session
+//! pseudonym) is also folded into that caller's [`CallerProfile`]. Anonymous transactions get
+//! no caller profile: keying them by client address would store raw IPs in the model (it only
+//! holds pseudonyms) and would lump every client behind one NAT or proxy into one "caller";
+//! they are counted (`anonymous`) and still shape the endpoint profiles.
+//!
+//! Memory policy: the learner keeps an estimate of the bytes its profiles hold
+//! ([`Learner::memory_bytes`]), updated by the change in `heap_bytes()` of the one or two
+//! profiles each transaction touches, never by a walk over all of them. A caller is charged at
+//! least `caller_reservation_bytes` from its first call, because a young caller profile grows
+//! several-fold as its hour-of-week series fills in. Callers give way
+//! first: a new caller is admitted only while the estimate is below the budget less
+//! `endpoint_reserve_percent`, so the last share is left to new endpoints (few, and each worth
+//! more to detection than one caller) and to the growth of profiles already kept; a new
+//! endpoint is created only while the estimate is below the whole budget. Profiles already
+//! kept go on learning, so the estimate can pass the budget by what they grow after it is
+//! reached (each profile's growth is itself bounded by its configuration). What is turned
+//! away is counted (`callers_over_budget`, `endpoints_over_budget`).
+//!
 //! Invariants: no I/O, no clock (time is the transaction's); endpoints are capped
-//! (`max_endpoints`), and what the cap turns away is counted.
+//! (`max_endpoints`) and callers and endpoints by the memory budget, and what the caps turn
+//! away is counted.
 
 use super::{LearnCounters, Model};
+use crate::baseline::caller::{CallerConfig, CallerProfile};
 use crate::baseline::profile::{endpoint_host, EndpointKey, EndpointProfile, ProfileConfig};
 use crate::identity::IdentityExtractor;
 use crate::inventory::params;
@@ -21,17 +42,71 @@ use std::collections::HashMap;
 #[derive(Clone, Debug)]
 pub struct LearnConfig {
     pub profile: ProfileConfig,
+    pub caller: CallerConfig,
     /// Endpoint profiles kept; transactions of further endpoints are counted, not learned.
     pub max_endpoints: usize,
+    /// Estimated bytes the endpoint and caller profiles may hold (the route learner has its
+    /// own caps and is not counted). Past it, new callers and then new endpoints are turned
+    /// away (`callers_over_budget`, `endpoints_over_budget`); see the module documentation.
+    /// Default 1 GiB.
+    pub memory_budget_bytes: usize,
+    /// Share of `memory_budget_bytes`, in percent, that new callers may not fill: it is kept
+    /// for new endpoints and the growth of kept profiles. Default 10; values above 100 count
+    /// as 100.
+    pub endpoint_reserve_percent: u8,
+    /// Bytes each caller is charged against the budget from its first call, or its estimate
+    /// when larger. A new caller's profile is under 1 KiB, but its hour-of-week series fills
+    /// in as its calls spread over the week (about 5.6 KiB each after ten calls in the model
+    /// memory bench); charging only the current size admitted callers that later grew the
+    /// estimate to almost three times the budget. Default 8 KiB.
+    pub caller_reservation_bytes: usize,
 }
 
 impl Default for LearnConfig {
     fn default() -> Self {
         LearnConfig {
             profile: ProfileConfig::default(),
+            caller: CallerConfig::default(),
             max_endpoints: 20_000,
+            memory_budget_bytes: 1 << 30,
+            endpoint_reserve_percent: 10,
+            caller_reservation_bytes: 8 << 10,
         }
     }
+}
+
+impl LearnConfig {
+    /// The estimate below which new callers are still admitted.
+    fn caller_budget_bytes(&self) -> usize {
+        let reserve = usize::from(self.endpoint_reserve_percent.min(100));
+        // Divide first: no overflow for any budget, and a percent of rounding is immaterial.
+        (self.memory_budget_bytes / 100).saturating_mul(100 - reserve)
+    }
+}
+
+/// Hash-map bookkeeping per entry beyond the key and value (control byte, load-factor slack).
+const MAP_ENTRY_OVERHEAD_BYTES: usize = 16;
+
+/// Estimated bytes one endpoint entry holds: key, profile and map slot.
+fn endpoint_bytes(key: &EndpointKey, profile: &EndpointProfile) -> usize {
+    let key_heap = key.host.capacity()
+        + key.method.capacity()
+        + key.template.capacity()
+        + key.graphql.as_ref().map_or(0, |(_, name)| name.capacity());
+    std::mem::size_of::<(EndpointKey, EndpointProfile)>()
+        + MAP_ENTRY_OVERHEAD_BYTES
+        + key_heap
+        + profile.heap_bytes()
+}
+
+/// Bytes one caller entry is charged: its estimate (pseudonym, profile and map slot), at
+/// least `reservation`.
+fn caller_bytes(pseudonym: &str, profile: &CallerProfile, reservation: usize) -> usize {
+    let estimate = std::mem::size_of::<(String, CallerProfile)>()
+        + MAP_ENTRY_OVERHEAD_BYTES
+        + pseudonym.len()
+        + profile.heap_bytes();
+    estimate.max(reservation)
 }
 
 pub struct Learner {
@@ -39,6 +114,10 @@ pub struct Learner {
     identity: IdentityExtractor,
     routes: RouteLearner,
     endpoints: HashMap<EndpointKey, EndpointProfile>,
+    callers: HashMap<String, CallerProfile>,
+    /// Sum of [`endpoint_bytes`] and [`caller_bytes`] over all entries, kept up to date by
+    /// the change of the entries each transaction touches.
+    memory_bytes: usize,
     model: Model,
 }
 
@@ -47,14 +126,57 @@ impl Learner {
     pub fn new(model: Model, identity: IdentityExtractor, cfg: LearnConfig) -> Learner {
         let mut model = model;
         let routes = std::mem::take(&mut model.routes);
-        let endpoints = std::mem::take(&mut model.endpoints).into_iter().collect();
+        let endpoints: HashMap<EndpointKey, EndpointProfile> =
+            std::mem::take(&mut model.endpoints).into_iter().collect();
+        let callers: HashMap<String, CallerProfile> =
+            std::mem::take(&mut model.callers).into_iter().collect();
+        // The one full walk: a loaded model's profiles count against the budget from the start.
+        let memory_bytes = endpoints
+            .iter()
+            .map(|(k, p)| endpoint_bytes(k, p))
+            .chain(
+                callers
+                    .iter()
+                    .map(|(k, p)| caller_bytes(k, p, cfg.caller_reservation_bytes)),
+            )
+            .fold(0usize, usize::saturating_add);
         Learner {
             cfg,
             identity,
             routes,
             endpoints,
+            callers,
+            memory_bytes,
             model,
         }
+    }
+
+    /// Estimated bytes held by the endpoint and caller profiles (see the module documentation).
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_bytes
+    }
+
+    /// Endpoint profiles held now (before [`Learner::finish`] re-homes them).
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Caller profiles held now.
+    pub fn caller_count(&self) -> usize {
+        self.callers.len()
+    }
+
+    /// Learned so far.
+    pub fn counters(&self) -> &LearnCounters {
+        &self.model.counters
+    }
+
+    /// Moves the estimate from `before` to `after` bytes for one entry.
+    fn account(&mut self, before: usize, after: usize) {
+        self.memory_bytes = self
+            .memory_bytes
+            .saturating_sub(before)
+            .saturating_add(after);
     }
 
     pub fn observe(&mut self, tx: &Transaction) {
@@ -83,21 +205,66 @@ impl Learner {
         let identity = self.identity.extract(tx);
         let values = params::path_params(&template.path, &req.uri);
         let ids: Vec<&str> = values.iter().map(|(_, v)| *v).collect();
-        let at_cap = self.endpoints.len() >= self.cfg.max_endpoints;
-        let profile = match self.endpoints.get_mut(&key) {
-            Some(p) => p,
-            None if at_cap => {
-                let c = &mut self.model.counters;
+        if !self.endpoints.contains_key(&key) {
+            let c = &mut self.model.counters;
+            if self.endpoints.len() >= self.cfg.max_endpoints {
                 c.endpoints_over_cap = c.endpoints_over_cap.saturating_add(1);
                 return;
             }
-            None => self
-                .endpoints
-                .entry(key)
-                .or_insert_with(|| EndpointProfile::new(&self.cfg.profile)),
+            if self.memory_bytes >= self.cfg.memory_budget_bytes {
+                c.endpoints_over_budget = c.endpoints_over_budget.saturating_add(1);
+                return;
+            }
+        }
+        match identity.subject.as_ref() {
+            Some(subject) => self.observe_caller(subject.as_str(), tx, &key),
+            None => {
+                let c = &mut self.model.counters;
+                c.anonymous = c.anonymous.saturating_add(1);
+            }
+        }
+        let (before, after) = match self.endpoints.get_mut(&key) {
+            Some(p) => {
+                let before = endpoint_bytes(&key, p);
+                p.observe(tx, &identity, &ids, &self.cfg.profile);
+                (before, endpoint_bytes(&key, p))
+            }
+            None => {
+                let mut p = EndpointProfile::new(&self.cfg.profile);
+                p.observe(tx, &identity, &ids, &self.cfg.profile);
+                let after = endpoint_bytes(&key, &p);
+                self.endpoints.insert(key, p);
+                (0, after)
+            }
         };
-        profile.observe(tx, &identity, &ids, &self.cfg.profile);
+        self.account(before, after);
         self.model.counters.learned = self.model.counters.learned.saturating_add(1);
+    }
+
+    /// Folds one call into its caller's profile, admitting a new caller only under the
+    /// caller share of the budget.
+    fn observe_caller(&mut self, subject: &str, tx: &Transaction, endpoint: &EndpointKey) {
+        let reservation = self.cfg.caller_reservation_bytes;
+        let (before, after) = match self.callers.get_mut(subject) {
+            Some(p) => {
+                let before = caller_bytes(subject, p, reservation);
+                p.observe(tx, endpoint, &self.cfg.caller);
+                (before, caller_bytes(subject, p, reservation))
+            }
+            None if self.memory_bytes >= self.cfg.caller_budget_bytes() => {
+                let c = &mut self.model.counters;
+                c.callers_over_budget = c.callers_over_budget.saturating_add(1);
+                return;
+            }
+            None => {
+                let mut p = CallerProfile::new(&self.cfg.caller);
+                p.observe(tx, endpoint, &self.cfg.caller);
+                let after = caller_bytes(subject, &p, reservation);
+                self.callers.insert(subject.to_string(), p);
+                (0, after)
+            }
+        };
+        self.account(before, after);
     }
 
     /// Ends learning: profiles re-homed under their final templates, in a stable order.
@@ -106,6 +273,7 @@ impl Learner {
             cfg,
             routes,
             endpoints,
+            callers,
             mut model,
             ..
         } = self;
@@ -133,6 +301,9 @@ impl Learner {
         endpoints.sort_by(|a, b| a.0.cmp(&b.0));
         model.routes = routes;
         model.endpoints = endpoints;
+        let mut callers: Vec<(String, CallerProfile)> = callers.into_iter().collect();
+        callers.sort_by(|a, b| a.0.cmp(&b.0));
+        model.callers = callers;
         model
     }
 }
@@ -145,5 +316,228 @@ impl LearnCounters {
         self.partial = self.partial.saturating_add(o.partial);
         self.endpoints_over_cap = self.endpoints_over_cap.saturating_add(o.endpoints_over_cap);
         self.profiles_rehomed = self.profiles_rehomed.saturating_add(o.profiles_rehomed);
+        self.anonymous = self.anonymous.saturating_add(o.anonymous);
+        self.callers_over_budget = self
+            .callers_over_budget
+            .saturating_add(o.callers_over_budget);
+        self.endpoints_over_budget = self
+            .endpoints_over_budget
+            .saturating_add(o.endpoints_over_budget);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::common::Timestamp;
+    use crate::identity::IdentityConfig;
+    use crate::inventory::template::RouteConfig;
+    use crate::transaction::{Body, ConnInfo, Headers, HttpVersion, Request, Response};
+
+    const KEY: &[u8] = b"learn-test-key-0123456789abcdef!";
+
+    /// A GET of `path` at second `sec`, by bearer token `caller` (anonymous when `None`).
+    fn call(path: &str, caller: Option<&str>, sec: u64) -> Transaction {
+        call_on("api.example", path, caller, sec)
+    }
+
+    fn call_on(host: &str, path: &str, caller: Option<&str>, sec: u64) -> Transaction {
+        let start = Timestamp::from_nanos(1_700_000_000_000_000_000 + sec * 1_000_000_000);
+        let mut headers = Headers::new();
+        headers.push(b"Host", host.as_bytes());
+        if let Some(c) = caller {
+            headers.push(b"Authorization", format!("Bearer {c}").as_bytes());
+        }
+        Transaction {
+            conn: ConnInfo::default(),
+            depth: 1,
+            request: Some(Request {
+                method: "GET".into(),
+                uri: path.into(),
+                version: HttpVersion::Http11,
+                headers,
+                body: Body::default(),
+                start,
+                end: start,
+            }),
+            response: Some(Response {
+                status: 200,
+                reason: String::new(),
+                version: HttpVersion::Http11,
+                headers: Headers::new(),
+                body: Body::default(),
+                interim: vec![],
+                start,
+                end: start,
+            }),
+            flags: vec![],
+        }
+    }
+
+    fn learner(cfg: LearnConfig) -> Learner {
+        let identity = IdentityExtractor::new(&IdentityConfig::default(), KEY).unwrap();
+        let model = Model::new("s", "k", RouteLearner::new(RouteConfig::default()));
+        Learner::new(model, identity, cfg)
+    }
+
+    /// `n` calls by `callers` token holders (every fifth call anonymous) over `endpoints` paths.
+    fn traffic(n: u64, callers: u64, endpoints: u64, offset: u64) -> Vec<Transaction> {
+        (0..n)
+            .map(|i| {
+                let caller = format!("token-{:04}", (i * 7 + offset) % callers);
+                let path = format!("/v1/ep{}", (i + offset) % endpoints);
+                call(&path, (i % 5 != 4).then_some(caller.as_str()), i)
+            })
+            .collect()
+    }
+
+    fn learn(cfg: LearnConfig, txs: &[Transaction]) -> (Model, usize) {
+        let mut l = learner(cfg);
+        for t in txs {
+            l.observe(t);
+        }
+        let bytes = l.memory_bytes();
+        (l.finish(), bytes)
+    }
+
+    #[test]
+    fn callers_are_learned_by_subject_and_anonymous_calls_counted() {
+        let (m, _) = learn(LearnConfig::default(), &traffic(100, 10, 3, 0));
+        assert_eq!(m.counters.learned, 100);
+        assert_eq!(m.counters.anonymous, 20);
+        // Caller 7i mod 10 for call i; calls with i mod 5 == 4 are anonymous, and those are
+        // exactly all calls of callers 3 and 8 (i ≡ 9 and 4 mod 10): 8 callers remain.
+        assert_eq!(m.callers.len(), 8);
+        assert!(m.callers.windows(2).all(|w| w[0].0 < w[1].0), "sorted");
+        assert!(m.callers.iter().all(|(k, _)| k.starts_with("t:")));
+        let calls: u64 = m.callers.iter().map(|(_, p)| p.calls).sum();
+        assert_eq!(calls, 80);
+        // Caller token-0000 made calls i = 0, 10, .. 90, to endpoints i mod 3: all three.
+        let identity = IdentityExtractor::new(&IdentityConfig::default(), KEY).unwrap();
+        let sub = identity
+            .extract(&call("/", Some("token-0000"), 0))
+            .subject
+            .unwrap();
+        let (_, p) = m.callers.iter().find(|(k, _)| k == sub.as_str()).unwrap();
+        assert_eq!(p.calls, 10);
+        assert_eq!(p.endpoints.len(), 3);
+    }
+
+    #[test]
+    fn merge_of_two_halves_equals_one_pass_for_callers() {
+        let txs = traffic(200, 25, 4, 3);
+        let (whole, _) = learn(LearnConfig::default(), &txs);
+        let (mut a, _) = learn(LearnConfig::default(), &txs[..77]);
+        let (b, _) = learn(LearnConfig::default(), &txs[77..]);
+        a.merge(&b, &LearnConfig::default()).unwrap();
+        assert_eq!(a.callers.len(), whole.callers.len());
+        for ((ka, pa), (kw, pw)) in a.callers.iter().zip(&whole.callers) {
+            assert_eq!(ka, kw);
+            assert_eq!(
+                (pa.calls, pa.first_seen, pa.last_seen),
+                (pw.calls, pw.first_seen, pw.last_seen)
+            );
+            assert_eq!(pa.endpoints, pw.endpoints);
+            assert_eq!(pa.rate, pw.rate);
+        }
+        assert_eq!(a.counters.anonymous, whole.counters.anonymous);
+    }
+
+    #[test]
+    fn models_with_callers_are_byte_deterministic() {
+        let txs = traffic(300, 40, 6, 1);
+        let one = serde_json::to_vec(&learn(LearnConfig::default(), &txs).0).unwrap();
+        let two = serde_json::to_vec(&learn(LearnConfig::default(), &txs).0).unwrap();
+        assert_eq!(one, two);
+        let back: Model = serde_json::from_slice(&one).unwrap();
+        assert_eq!(serde_json::to_vec(&back).unwrap(), one);
+    }
+
+    #[test]
+    fn incremental_estimate_equals_a_full_walk() {
+        let mut l = learner(LearnConfig::default());
+        for t in traffic(500, 60, 8, 2) {
+            l.observe(&t);
+        }
+        let walk = l
+            .endpoints
+            .iter()
+            .map(|(k, p)| endpoint_bytes(k, p))
+            .chain(l.callers.iter().map(|(k, p)| caller_bytes(k, p, 8 << 10)))
+            .sum::<usize>();
+        assert_eq!(l.memory_bytes(), walk);
+        // A learner continuing a saved model starts from the same estimate.
+        let bytes = l.memory_bytes();
+        let identity = IdentityExtractor::new(&IdentityConfig::default(), KEY).unwrap();
+        let again = Learner::new(l.finish(), identity, LearnConfig::default());
+        assert!(again.memory_bytes() > 0 && again.memory_bytes() <= bytes);
+    }
+
+    #[test]
+    fn tiny_budget_turns_away_callers_first_then_endpoints() {
+        // Measure one endpoint and one caller, then allow room for about ten of each.
+        let (_, one) = learn(LearnConfig::default(), &[call("/v1/ep0", Some("a"), 0)]);
+        let budget = one * 10;
+        let cfg = LearnConfig {
+            memory_budget_bytes: budget,
+            endpoint_reserve_percent: 50,
+            ..LearnConfig::default()
+        };
+        let mut l = learner(cfg);
+        let mut max_single = 0;
+        for i in 0..2000u64 {
+            let before = l.memory_bytes();
+            let caller = format!("caller-token-{i:06}");
+            // One host per endpoint: paths on one host would fold into one template.
+            l.observe(&call_on(
+                &format!("h{i}.example"),
+                "/v1/items",
+                Some(&caller),
+                i,
+            ));
+            max_single = max_single.max(l.memory_bytes().saturating_sub(before));
+        }
+        let c = l.counters().clone();
+        assert!(c.callers_over_budget > 0, "{c:?}");
+        assert!(c.endpoints_over_budget > 0, "{c:?}");
+        // Callers stopped at half the budget, endpoints went on to the whole budget.
+        assert!(l.endpoint_count() > l.caller_count(), "{c:?}");
+        assert_eq!(c.learned + c.endpoints_over_budget, 2000);
+        assert_eq!(l.caller_count() as u64 + c.callers_over_budget, c.learned);
+        assert!(
+            l.memory_bytes() <= budget + max_single,
+            "{} > {budget} + {max_single}",
+            l.memory_bytes()
+        );
+        // Known callers on known endpoints keep learning past the budget.
+        let learned = c.learned;
+        l.observe(&call_on(
+            "h0.example",
+            "/v1/items",
+            Some("caller-token-000000"),
+            5000,
+        ));
+        assert_eq!(l.counters().learned, learned + 1);
+        let m = l.finish();
+        assert_eq!(
+            m.callers.iter().find(|(_, p)| p.calls == 2).map(|_| ()),
+            Some(())
+        );
+    }
+
+    #[test]
+    fn caller_budget_never_overflows() {
+        let cfg = LearnConfig {
+            memory_budget_bytes: usize::MAX,
+            endpoint_reserve_percent: 255,
+            ..LearnConfig::default()
+        };
+        assert_eq!(cfg.caller_budget_bytes(), 0);
+        let cfg = LearnConfig {
+            memory_budget_bytes: usize::MAX,
+            endpoint_reserve_percent: 0,
+            ..LearnConfig::default()
+        };
+        assert!(cfg.caller_budget_bytes() > usize::MAX / 100 * 99);
     }
 }

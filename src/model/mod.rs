@@ -1,17 +1,21 @@
-//! Learned models (`models/<name>/model.json`): route templates, endpoint profiles and the
-//! counters of how they were learned, stored with the versioned, checksummed, atomic envelope
+//! Learned models (`models/<name>/model.json`): route templates, endpoint profiles, caller
+//! profiles and the counters of how they were learned, stored with the versioned, checksummed, atomic envelope
 //! of [`store`]. `learn` builds and extends them; [`Model::merge`] combines the models of
 //! several sensors.
 //!
 //! Invariant: a model only holds pseudonyms, never a raw credential; models from sensors with
-//! different pseudonym keys refuse to merge (their caller ids would not correlate).
+//! different pseudonym keys refuse to merge (their caller ids would not correlate). A model is
+//! byte-deterministic: endpoints and callers are stored sorted by key and merged in key order
+//! (float sums in the sketches depend on order).
 
 pub mod learn;
 pub mod store;
 
-use crate::baseline::profile::{EndpointKey, EndpointProfile, ProfileConfig};
+use crate::baseline::caller::CallerProfile;
+use crate::baseline::profile::{EndpointKey, EndpointProfile};
 use crate::common::Timestamp;
 use crate::inventory::template::RouteLearner;
+use learn::LearnConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -34,6 +38,15 @@ pub struct LearnCounters {
     pub endpoints_over_cap: u64,
     /// Profiles moved under a template that formed after they were started.
     pub profiles_rehomed: u64,
+    /// Learned transactions without a subject (no credential): no caller profile, by design
+    /// (see [`learn`]).
+    pub anonymous: u64,
+    /// Transactions of new callers not tracked because the learner was over
+    /// [`LearnConfig::memory_budget_bytes`] (less the endpoint reserve).
+    pub callers_over_budget: u64,
+    /// Transactions of new endpoints not learned because the learner was over
+    /// [`LearnConfig::memory_budget_bytes`].
+    pub endpoints_over_budget: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -50,6 +63,10 @@ pub struct Model {
     pub routes: RouteLearner,
     /// Endpoint profiles sorted by key.
     pub endpoints: Vec<(EndpointKey, EndpointProfile)>,
+    /// Caller profiles keyed by subject pseudonym, sorted by it. Absent in models written
+    /// before caller profiles existed.
+    #[serde(default)]
+    pub callers: Vec<(String, CallerProfile)>,
 }
 
 impl Model {
@@ -62,6 +79,7 @@ impl Model {
             counters: LearnCounters::default(),
             routes,
             endpoints: Vec::new(),
+            callers: Vec::new(),
         }
     }
 
@@ -78,7 +96,7 @@ impl Model {
     }
 
     /// Adds another sensor's model into this one.
-    pub fn merge(&mut self, other: &Model, cfg: &ProfileConfig) -> Result<(), String> {
+    pub fn merge(&mut self, other: &Model, cfg: &LearnConfig) -> Result<(), String> {
         if self.pseudonym_key_id != other.pseudonym_key_id {
             return Err(format!(
                 "pseudonym keys differ ({} vs {}): caller ids would not correlate; learn both with the same APITAP_PSEUDONYM_KEY",
@@ -103,13 +121,24 @@ impl Model {
             std::mem::take(&mut self.endpoints).into_iter().collect();
         for (k, p) in &other.endpoints {
             match all.get_mut(k) {
-                Some(mine) => mine.merge(p, cfg),
+                Some(mine) => mine.merge(p, &cfg.profile),
                 None => {
                     all.insert(k.clone(), p.clone());
                 }
             }
         }
         self.endpoints = all.into_iter().collect();
+        let mut callers: std::collections::BTreeMap<String, CallerProfile> =
+            std::mem::take(&mut self.callers).into_iter().collect();
+        for (k, p) in &other.callers {
+            match callers.get_mut(k) {
+                Some(mine) => mine.merge(p, &cfg.caller),
+                None => {
+                    callers.insert(k.clone(), p.clone());
+                }
+            }
+        }
+        self.callers = callers.into_iter().collect();
         Ok(())
     }
 
