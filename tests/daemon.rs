@@ -604,3 +604,109 @@ fn live_capture_on_loopback_counts_every_request() {
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
 }
+
+/// The sample values of a Prometheus query answer (`data.result[].value[1]`), as numbers.
+fn prometheus_values(body: &str) -> Vec<f64> {
+    let v: serde_json::Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(_) => return Vec::new(),
+    };
+    v["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["value"][1].as_str()?.parse().ok())
+        .collect()
+}
+
+/// A real Prometheus (Debian's `prometheus`) scrapes the daemon with the shipped
+/// `deploy/prometheus/prometheus.yml` (target and interval adjusted) and loads the shipped rules;
+/// its query API then reports `up == 1` and a non-zero transaction counter.
+#[test]
+fn real_prometheus_scrapes_the_daemon() {
+    let Some(prom) = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+    else {
+        println!("skipped: prometheus not installed (Debian package `prometheus`)");
+        return;
+    };
+    let pcap = bundled("api-basic.pcap");
+    let want = flows_count(&pcap) as f64;
+    let dir = temp_dir("prometheus");
+    let cfg = write_config(&dir, LISTEN);
+    let mut d = Daemon::start(&[
+        "--pcap",
+        pcap.to_str().expect("path"),
+        "--config",
+        cfg.to_str().expect("path"),
+        "--hold",
+    ]);
+    let port = d.port();
+    wait_metric(port, "apitap_daemon_pipeline_drained", 1.0);
+
+    // The shipped scrape config, pointed at this daemon and scraping every second.
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus");
+    let shipped = std::fs::read_to_string(deploy.join("prometheus.yml")).expect("prometheus.yml");
+    let mut doc: serde_json::Value = serde_norway::from_str(&shipped).expect("yaml");
+    doc["global"]["scrape_interval"] = "1s".into();
+    doc["global"]["evaluation_interval"] = "1s".into();
+    doc["rule_files"] = serde_json::json!([deploy.join("apitap-rules.yml").display().to_string()]);
+    doc.as_object_mut().expect("object").remove("alerting");
+    let job = doc["scrape_configs"]
+        .as_array_mut()
+        .expect("scrape_configs")
+        .iter_mut()
+        .find(|j| j["job_name"] == "apitap")
+        .expect("an apitap job");
+    job["scrape_interval"] = "1s".into();
+    job["scrape_timeout"] = "1s".into();
+    job["static_configs"] = serde_json::json!([{ "targets": [format!("127.0.0.1:{port}")] }]);
+    let prom_cfg = dir.join("prometheus.yml");
+    std::fs::write(&prom_cfg, serde_norway::to_string(&doc).expect("yaml")).expect("write");
+    let web = TcpListener::bind("127.0.0.1:0").expect("free port");
+    let web_port = web.local_addr().expect("addr").port();
+    drop(web);
+    let mut p = Command::new(prom)
+        .arg(format!("--config.file={}", prom_cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{web_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("prometheus.log")).expect("log"),
+        ))
+        .spawn()
+        .expect("start prometheus");
+    let query = |q: &str| {
+        TcpStream::connect(("127.0.0.1", web_port))
+            .ok()
+            .map(|_| get(web_port, &format!("/api/v1/query?query={q}")).1)
+            .map(|b| prometheus_values(&b))
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut up, mut tx) = (Vec::new(), Vec::new());
+    while Instant::now() < deadline {
+        up = query("up");
+        tx = query("apitap_http_transactions_total");
+        if up == [1.0] && tx.first().is_some_and(|v| *v > 0.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let _ = p.kill();
+    let _ = p.wait();
+    let log = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
+    assert_eq!(up, vec![1.0], "up via Prometheus; its log:\n{log}");
+    assert_eq!(
+        tx,
+        vec![want],
+        "transactions via Prometheus; its log:\n{log}"
+    );
+    d.signal(libc::SIGINT);
+    assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
+}
