@@ -91,12 +91,13 @@ impl CallerProfile {
     /// Learns from one transaction this caller made to `endpoint`.
     pub fn observe(&mut self, tx: &Transaction, endpoint: &EndpointKey, cfg: &CallerConfig) {
         let ts = tx.ts();
-        if self.calls == 0 || ts < self.first_seen {
-            self.first_seen = ts;
-        }
-        self.last_seen = self.last_seen.max(ts);
-        self.calls = self.calls.saturating_add(1);
-        self.rate.observe(ts, 1);
+        super::count_call(
+            &mut self.calls,
+            &mut self.first_seen,
+            &mut self.last_seen,
+            &mut self.rate,
+            ts,
+        );
         let label = endpoint.label();
         self.distinct_endpoints.insert(label.as_bytes());
         if !self.endpoints.contains(&label) {

@@ -24,6 +24,26 @@ pub mod profile;
 pub mod shape;
 pub mod sketch;
 
+use crate::common::Timestamp;
+use sketch::HourOfWeekRate;
+
+/// Counts one call at `ts`: the activity bookkeeping endpoint and caller profiles share
+/// (call count, first and last seen, hour-of-week rate).
+pub(crate) fn count_call(
+    calls: &mut u64,
+    first_seen: &mut Timestamp,
+    last_seen: &mut Timestamp,
+    rate: &mut HourOfWeekRate,
+    ts: Timestamp,
+) {
+    if *calls == 0 || ts < *first_seen {
+        *first_seen = ts;
+    }
+    *last_seen = (*last_seen).max(ts);
+    *calls = calls.saturating_add(1);
+    rate.observe(ts, 1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::caller::{CallerConfig, CallerProfile};

@@ -1022,12 +1022,13 @@ impl EndpointProfile {
             return;
         };
         let ts = tx.ts();
-        if self.calls == 0 || ts < self.first_seen {
-            self.first_seen = ts;
-        }
-        self.last_seen = self.last_seen.max(ts);
-        self.calls = self.calls.saturating_add(1);
-        self.rate.observe(ts, 1);
+        super::count_call(
+            &mut self.calls,
+            &mut self.first_seen,
+            &mut self.last_seen,
+            &mut self.rate,
+            ts,
+        );
 
         self.observe_query(&req.uri, cfg);
         self.observe_request_body(req, cfg);
