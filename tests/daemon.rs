@@ -192,6 +192,18 @@ fn wait_metric(port: u16, series: &str, want: f64) -> String {
     }
 }
 
+/// Starts `apitap run --pcap PCAP --config CFG` with `extra` flags (`--hold`, `--realtime`).
+fn replay(pcap: &Path, cfg: &Path, extra: &[&str]) -> Daemon {
+    let mut args = vec![
+        "--pcap",
+        pcap.to_str().expect("path"),
+        "--config",
+        cfg.to_str().expect("path"),
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start(&args)
+}
+
 fn write_config(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("apitap.toml");
     std::fs::write(&p, text).expect("write config");
@@ -271,13 +283,7 @@ fn replay_drains_and_metrics_report_every_transaction() {
     assert!(want > 100);
     let dir = temp_dir("replay");
     let cfg = write_config(&dir, &format!("{LISTEN}[daemon]\nworkers = 3\n"));
-    let mut d = Daemon::start(&[
-        "--pcap",
-        pcap.to_str().expect("path"),
-        "--config",
-        cfg.to_str().expect("path"),
-        "--hold",
-    ]);
+    let mut d = replay(&pcap, &cfg, &["--hold"]);
     let port = d.port();
     let scrape = wait_metric(port, "apitap_daemon_pipeline_drained", 1.0);
     assert_eq!(
@@ -322,12 +328,7 @@ fn replay_without_hold_exits_by_itself_and_logs_every_transaction() {
             log.display().to_string()
         ),
     );
-    let mut d = Daemon::start(&[
-        "--pcap",
-        pcap.to_str().expect("path"),
-        "--config",
-        cfg.to_str().expect("path"),
-    ]);
+    let mut d = replay(&pcap, &cfg, &[]);
     assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
     let text = std::fs::read_to_string(&log).expect("transaction log");
     assert_eq!(text.lines().count(), want);
@@ -349,13 +350,7 @@ fn sigterm_during_a_realtime_replay_drains_and_exits_zero() {
             log.display().to_string()
         ),
     );
-    let mut d = Daemon::start(&[
-        "--pcap",
-        pcap.to_str().expect("path"),
-        "--config",
-        cfg.to_str().expect("path"),
-        "--realtime",
-    ]);
+    let mut d = replay(&pcap, &cfg, &["--realtime"]);
     d.wait_log("Replaying.");
     // The capture spans 7.5 s of packet time; stop it about a quarter of the way in.
     std::thread::sleep(Duration::from_millis(2000));
@@ -380,13 +375,7 @@ fn sighup_with_a_bad_file_keeps_running_on_the_old_config() {
     let pcap = bundled("api-basic.pcap");
     let dir = temp_dir("sighup");
     let cfg = write_config(&dir, LISTEN);
-    let mut d = Daemon::start(&[
-        "--pcap",
-        pcap.to_str().expect("path"),
-        "--config",
-        cfg.to_str().expect("path"),
-        "--hold",
-    ]);
+    let mut d = replay(&pcap, &cfg, &["--hold"]);
     let port = d.port();
     d.wait_log("Replay drained");
 
@@ -490,13 +479,7 @@ fn root_switches_to_the_configured_user_after_opening_the_capture() {
     let want = flows_count(&pcap);
     let dir = temp_dir("user");
     let cfg = write_config(&dir, &format!("{LISTEN}[daemon]\nuser = \"nobody\"\n"));
-    let mut d = Daemon::start(&[
-        "--pcap",
-        pcap.to_str().expect("path"),
-        "--config",
-        cfg.to_str().expect("path"),
-        "--hold",
-    ]);
+    let mut d = replay(&pcap, &cfg, &["--hold"]);
     let port = d.port();
     let line = d.wait_log("Dropped privileges.");
     assert!(line.contains("user=nobody"), "{line}");
@@ -636,13 +619,7 @@ fn real_prometheus_scrapes_the_daemon() {
     let want = flows_count(&pcap) as f64;
     let dir = temp_dir("prometheus");
     let cfg = write_config(&dir, LISTEN);
-    let mut d = Daemon::start(&[
-        "--pcap",
-        pcap.to_str().expect("path"),
-        "--config",
-        cfg.to_str().expect("path"),
-        "--hold",
-    ]);
+    let mut d = replay(&pcap, &cfg, &["--hold"]);
     let port = d.port();
     wait_metric(port, "apitap_daemon_pipeline_drained", 1.0);
 
