@@ -11,6 +11,7 @@ pub mod cli;
 pub mod common;
 pub mod config;
 pub mod daemon;
+pub mod detect;
 pub mod engine;
 pub mod flow;
 #[doc(hidden)]

@@ -65,7 +65,7 @@ pub use pipeline::{AlertPipeline, ShutdownReport, SubmitError};
 pub use sink::{SinkCounters, SinkKind, SinkStats};
 
 /// What a detector saw. The snake_case names are part of the JSON contract.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// A client reached objects that belong to other identities (broken object level authz).
@@ -271,29 +271,6 @@ impl Severity {
     }
 }
 
-/// Whether the capture that produced the evidence was complete.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CaptureQuality {
-    /// No packet loss or reassembly gaps touched the evidence.
-    Good,
-    /// Drops or gaps touched the evidence: absence-based conclusions may be wrong.
-    Degraded,
-    /// The sensor could not tell (for example, the capture source reports no drop counters).
-    Unknown,
-}
-
-impl CaptureQuality {
-    /// The snake_case name used in JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            CaptureQuality::Good => "good",
-            CaptureQuality::Degraded => "degraded",
-            CaptureQuality::Unknown => "unknown",
-        }
-    }
-}
-
 /// The API operation an alert is about. `route` is the inventory template (`/users/{id}`),
 /// never a raw path, so alerts group by operation and carry no object ids.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
@@ -303,11 +280,13 @@ pub struct Endpoint {
     pub route: String,
 }
 
-/// Who did it. `identity` is a keyed pseudonym from the identity stage, never a raw credential;
-/// `role` is the role the baseline learned for that identity, if any.
+/// Who did it. `ip` is the client address (after trusted forwarding headers), `null` for an
+/// alert about an endpoint as a whole (an error spike, distributed credential stuffing);
+/// `identity` is a keyed pseudonym from the identity stage, never a raw credential; `role` is
+/// the role the caller's token claimed, if any.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct Client {
-    pub ip: IpAddr,
+    pub ip: Option<IpAddr>,
     pub identity: Option<String>,
     pub role: Option<String>,
 }
@@ -340,7 +319,10 @@ pub struct Alert {
     pub last_seen: Timestamp,
     /// Transactions (or events) aggregated into this alert; at least 1.
     pub count: u64,
-    pub capture_quality: CaptureQuality,
+    /// Share of the folded transactions that were complete (request and response seen whole,
+    /// no reassembly gap), in `0..=1`: below 1, conclusions drawn from an absence (no
+    /// response, a missing field) may be wrong.
+    pub capture_quality: f64,
 }
 
 /// Why [`Alert::validate`] refused a record. Each names the field at fault.
@@ -350,6 +332,8 @@ pub enum AlertError {
     Empty { field: &'static str },
     #[error("confidence: {value}: must be a number between 0 and 1")]
     Confidence { value: f64 },
+    #[error("capture_quality: {value}: must be a share between 0 and 1")]
+    CaptureQuality { value: f64 },
     #[error("count: must be at least 1")]
     ZeroCount,
     #[error("first_seen: {first_seen}: must not be later than last_seen {last_seen}")]
@@ -391,7 +375,7 @@ const ID_DOMAIN: &[u8] = b"apitap alert id v1";
 
 impl Alert {
     /// A new alert with its id derived, `ts` and `last_seen` at `first_seen`, count 1, medium
-    /// severity, full confidence, unknown capture quality and empty evidence and summary.
+    /// severity, full confidence, full capture quality and empty evidence and summary.
     /// Detectors set the remaining public fields; [`Alert::validate`] checks the result.
     pub fn new(
         kind: AlertKind,
@@ -414,7 +398,7 @@ impl Alert {
             first_seen,
             last_seen: first_seen,
             count: 1,
-            capture_quality: CaptureQuality::Unknown,
+            capture_quality: 1.0,
         }
     }
 
@@ -431,7 +415,7 @@ impl Alert {
         first_seen: Timestamp,
     ) -> String {
         let mut h = Sha256::new();
-        let ip = client.ip.to_string();
+        let ip = client.ip.map(|ip| ip.to_string()).unwrap_or_default();
         let identity = client.identity.as_deref().unwrap_or("");
         for part in [
             ID_DOMAIN,
@@ -477,6 +461,11 @@ impl Alert {
         if !(self.confidence.is_finite() && (0.0..=1.0).contains(&self.confidence)) {
             return Err(AlertError::Confidence {
                 value: self.confidence,
+            });
+        }
+        if !(self.capture_quality.is_finite() && (0.0..=1.0).contains(&self.capture_quality)) {
+            return Err(AlertError::CaptureQuality {
+                value: self.capture_quality,
             });
         }
         if self.count == 0 {

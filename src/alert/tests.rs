@@ -17,7 +17,7 @@ pub(crate) fn sample(i: usize, base: Timestamp) -> Alert {
             route: format!("/v1/accounts/{{id}}/orders/{}", i % 7),
         },
         Client {
-            ip: IpAddr::from([10, 0, (i / 250) as u8, (i % 250) as u8 + 1]),
+            ip: Some(IpAddr::from([10, 0, (i / 250) as u8, (i % 250) as u8 + 1])),
             identity: (i % 3 != 0).then(|| format!("id:{:016x}", i * 7919)),
             role: (i % 5 == 0).then(|| "user".to_string()),
         },
@@ -34,7 +34,7 @@ pub(crate) fn sample(i: usize, base: Timestamp) -> Alert {
         Severity::Critical,
     ][i % 4];
     a.summary = format!("Alert number {i} for {}.", kind.name());
-    a.capture_quality = CaptureQuality::Good;
+    a.capture_quality = 0.75;
     a.evidence = json!({"objects_seen": i, "status_codes": [200, 403], "sample_route": "/v1/x"})
         .as_object()
         .cloned()
@@ -82,7 +82,7 @@ fn json_has_exactly_the_contract_fields() {
     assert_eq!(v["severity"], "medium");
     assert_eq!(v["client"]["identity"], "id:0000000000009aab");
     assert_eq!(v["client"]["role"], "user");
-    assert_eq!(v["capture_quality"], "good");
+    assert_eq!(v["capture_quality"], 0.75);
     let back: Alert = serde_json::from_value(v).unwrap();
     assert_eq!(back, a);
 }
@@ -163,7 +163,7 @@ fn ids_are_deterministic_and_depend_on_each_input() {
         id(&|b| b.endpoint.host.push('x')),
         id(&|b| b.endpoint.method = "PUT".into()),
         id(&|b| b.endpoint.route.push('/')),
-        id(&|b| b.client.ip = IpAddr::from([10, 9, 9, 9])),
+        id(&|b| b.client.ip = Some(IpAddr::from([10, 9, 9, 9]))),
         id(&|b| b.client.identity = None),
         id(&|b| b.first_seen = b.first_seen.add(crate::common::Duration::from_nanos(1))),
         // Length prefixes: moving a byte between adjacent fields changes the id.

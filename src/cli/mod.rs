@@ -3,6 +3,7 @@
 //! Only this layer (with `capture`) touches files, the terminal and the wall clock; the engine
 //! below it is pure.
 
+pub mod detect;
 pub mod model;
 pub mod output;
 
@@ -31,6 +32,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Learn (or extend) a model of the API from capture files.
     Learn(model::LearnArgs),
+    /// Detect attacks in capture files against a learned model; alerts as JSON Lines.
+    Detect(detect::DetectArgs),
     /// Merge or summarise learned models.
     #[command(subcommand)]
     Model(model::ModelCommand),
@@ -126,6 +129,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Flows(a) => quiet_on_broken_pipe(flows(a)),
         Command::Generate(a) => generate(a),
         Command::Learn(a) => model::learn(a),
+        Command::Detect(a) => quiet_on_broken_pipe(detect::detect(a)),
         Command::Model(c) => quiet_on_broken_pipe(model::model(c)),
         Command::Inventory(a) => quiet_on_broken_pipe(model::inventory(a)),
         Command::Config(a) => quiet_on_broken_pipe(config(a)),

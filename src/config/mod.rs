@@ -18,6 +18,7 @@
 
 mod validate;
 
+use crate::detect::DetectConfig;
 use crate::engine::EngineConfig;
 use crate::flow::reassembly::StreamConfig;
 use crate::flow::table::FlowConfig;
@@ -48,7 +49,7 @@ pub const LIVE_KEYS: &[&str] = &[
 ];
 
 /// The whole configuration file.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub capture: CaptureConfig,
@@ -62,6 +63,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub identity: IdentityConfig,
     pub routes: RouteConfig,
+    pub detect: DetectConfig,
 }
 
 /// Live capture (`[capture]`): how `apitap run --interface` opens the interface.

@@ -40,7 +40,14 @@ fn default_file_documents_every_key() {
     let value = toml::Value::try_from(Config::default()).expect("serialize defaults");
     let lines: Vec<&str> = DEFAULT_FILE.lines().collect();
     let mut missing = Vec::new();
-    for (section, keys) in value.as_table().expect("top-level table") {
+    // Sections to check: (dotted name, table); nested tables are their own `[a.b]` sections.
+    let mut sections: Vec<(String, &toml::Table)> = value
+        .as_table()
+        .expect("top-level table")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_table().expect("section table")))
+        .collect();
+    while let Some((section, keys)) = sections.pop() {
         let header = format!("[{section}]");
         let Some(start) = lines.iter().position(|l| l.trim() == header) else {
             missing.push(header);
@@ -51,7 +58,11 @@ fn default_file_documents_every_key() {
             .skip(start + 1)
             .position(|l| l.starts_with('['))
             .map_or(lines.len(), |p| start + 1 + p);
-        for key in keys.as_table().expect("section table").keys() {
+        for (key, v) in keys {
+            if let Some(t) = v.as_table() {
+                sections.push((format!("{section}.{key}"), t));
+                continue;
+            }
             let at = (start + 1..end).find(|&i| {
                 lines[i]
                     .split_once('=')

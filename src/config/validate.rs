@@ -57,7 +57,19 @@ pub(super) fn check(cfg: &Config) -> Vec<Problem> {
     http(cfg, &mut out);
     identity(cfg, &mut out);
     routes(cfg, &mut out);
+    detect(cfg, &mut out);
     out
+}
+
+fn detect(cfg: &Config, out: &mut Vec<Problem>) {
+    let mut s = Section {
+        name: "detect",
+        out,
+    };
+    // The detection stage owns its checks.
+    for p in cfg.detect.problems() {
+        s.fail(&p.key, p.value, p.reason);
+    }
 }
 
 fn capture(cfg: &Config, out: &mut Vec<Problem>) {

@@ -32,7 +32,7 @@
 use super::{LearnCounters, Model};
 use crate::baseline::caller::{CallerConfig, CallerProfile};
 use crate::baseline::profile::{endpoint_host, EndpointKey, EndpointProfile, ProfileConfig};
-use crate::identity::IdentityExtractor;
+use crate::identity::{Identity, IdentityExtractor};
 use crate::inventory::params;
 use crate::inventory::template::RouteLearner;
 use crate::transaction::Transaction;
@@ -109,6 +109,15 @@ fn caller_bytes(pseudonym: &str, profile: &CallerProfile, reservation: usize) ->
     estimate.max(reservation)
 }
 
+/// A transaction's endpoint, caller and object ids, found once by [`Learner::prepare`].
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub key: EndpointKey,
+    pub identity: Identity,
+    /// Path parameters of the template: (name, raw value).
+    pub object_ids: Vec<(String, String)>,
+}
+
 pub struct Learner {
     cfg: LearnConfig,
     identity: IdentityExtractor,
@@ -179,14 +188,47 @@ impl Learner {
             .saturating_add(after);
     }
 
+    /// Learns one transaction: [`Learner::prepare`] then [`Learner::learn`].
     pub fn observe(&mut self, tx: &Transaction) {
+        if let Some(p) = self.prepare(tx, true) {
+            self.learn(tx, &p);
+        }
+    }
+
+    /// Finds a transaction's endpoint, caller and object ids, counting it; `None` (counted)
+    /// without a request. With `learn_routes` the route learner sees the path first, as in
+    /// learning; without it the path is templated by what is known (detection without
+    /// adaptation). The detection engine calls this once per transaction and shares the
+    /// result with [`Learner::learn`], so identities are extracted once.
+    pub fn prepare(&mut self, tx: &Transaction, learn_routes: bool) -> Option<Prepared> {
         let c = &mut self.model.counters;
         c.transactions = c.transactions.saturating_add(1);
         let Some(req) = tx.request.as_ref() else {
             c.without_request = c.without_request.saturating_add(1);
-            return;
+            return None;
         };
+        let host = endpoint_host(tx);
+        if learn_routes {
+            self.routes.observe(&host, &req.method, &req.uri);
+        }
+        let template = self.routes.template_of(&host, &req.method, &req.uri);
+        let key = EndpointKey::from_transaction(tx, &template.path, &self.cfg.profile)?;
+        let identity = self.identity.extract(tx);
+        let object_ids = params::path_params(&template.path, &req.uri)
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
+        Some(Prepared {
+            key,
+            identity,
+            object_ids,
+        })
+    }
+
+    /// Folds a prepared transaction into the endpoint and caller profiles.
+    pub fn learn(&mut self, tx: &Transaction, prepared: &Prepared) {
         if tx.has_flag("partial") {
+            let c = &mut self.model.counters;
             c.partial = c.partial.saturating_add(1);
         }
         let ts = tx.ts();
@@ -196,16 +238,13 @@ impl Learner {
         if ts > self.model.last_seen {
             self.model.last_seen = ts;
         }
-        let host = endpoint_host(tx);
-        self.routes.observe(&host, &req.method, &req.uri);
-        let template = self.routes.template_of(&host, &req.method, &req.uri);
-        let Some(key) = EndpointKey::from_transaction(tx, &template.path, &self.cfg.profile) else {
-            return;
-        };
-        let identity = self.identity.extract(tx);
-        let values = params::path_params(&template.path, &req.uri);
-        let ids: Vec<&str> = values.iter().map(|(_, v)| *v).collect();
-        if !self.endpoints.contains_key(&key) {
+        let Prepared {
+            key,
+            identity,
+            object_ids,
+        } = prepared;
+        let ids: Vec<&str> = object_ids.iter().map(|(_, v)| v.as_str()).collect();
+        if !self.endpoints.contains_key(key) {
             let c = &mut self.model.counters;
             if self.endpoints.len() >= self.cfg.max_endpoints {
                 c.endpoints_over_cap = c.endpoints_over_cap.saturating_add(1);
@@ -217,28 +256,54 @@ impl Learner {
             }
         }
         match identity.subject.as_ref() {
-            Some(subject) => self.observe_caller(subject.as_str(), tx, &key),
+            Some(subject) => self.observe_caller(subject.as_str(), tx, key),
             None => {
                 let c = &mut self.model.counters;
                 c.anonymous = c.anonymous.saturating_add(1);
             }
         }
-        let (before, after) = match self.endpoints.get_mut(&key) {
+        let (before, after) = match self.endpoints.get_mut(key) {
             Some(p) => {
-                let before = endpoint_bytes(&key, p);
-                p.observe(tx, &identity, &ids, &self.cfg.profile);
-                (before, endpoint_bytes(&key, p))
+                let before = endpoint_bytes(key, p);
+                p.observe(tx, identity, &ids, &self.cfg.profile);
+                (before, endpoint_bytes(key, p))
             }
             None => {
                 let mut p = EndpointProfile::new(&self.cfg.profile);
-                p.observe(tx, &identity, &ids, &self.cfg.profile);
-                let after = endpoint_bytes(&key, &p);
-                self.endpoints.insert(key, p);
+                p.observe(tx, identity, &ids, &self.cfg.profile);
+                let after = endpoint_bytes(key, &p);
+                self.endpoints.insert(key.clone(), p);
                 (0, after)
             }
         };
         self.account(before, after);
         self.model.counters.learned = self.model.counters.learned.saturating_add(1);
+    }
+
+    /// The profile of an endpoint, as learned so far.
+    pub fn endpoint(&self, key: &EndpointKey) -> Option<&EndpointProfile> {
+        self.endpoints.get(key)
+    }
+
+    /// The profile of a caller (subject pseudonym), as learned so far.
+    pub fn caller(&self, subject: &str) -> Option<&CallerProfile> {
+        self.callers.get(subject)
+    }
+
+    /// The route learner (templates, spec paths, overrides).
+    pub fn routes(&self) -> &RouteLearner {
+        &self.routes
+    }
+
+    /// The model's bookkeeping: sensors, learning period, counters (profiles are held apart
+    /// until [`Learner::finish`]).
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Endpoint profiles held now, in no particular order.
+    pub fn endpoints(&self) -> impl Iterator<Item = (&EndpointKey, &EndpointProfile)> {
+        self.endpoints.iter()
     }
 
     /// Folds one call into its caller's profile, admitting a new caller only under the

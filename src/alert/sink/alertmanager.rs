@@ -53,9 +53,13 @@ impl Alertmanager {
         label("host", &alert.endpoint.host);
         label("method", &alert.endpoint.method);
         label("alert_id", &alert.id);
+        let ip = alert
+            .client
+            .ip
+            .map_or_else(|| "any client".to_owned(), |ip| ip.to_string());
         let client = match &alert.client.identity {
-            Some(identity) => format!("{} ({identity})", alert.client.ip),
-            None => alert.client.ip.to_string(),
+            Some(identity) => format!("{ip} ({identity})"),
+            None => ip,
         };
         let mut v = json!({
             "labels": labels,

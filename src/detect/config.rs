@@ -1,0 +1,129 @@
+//! Settings of detection (`[detect]` and its sub-tables in the configuration file).
+//!
+//! Invariant: every field has a default and a doc comment; [`DetectConfig::validate`] turns
+//! every out-of-range value into a `key = value: reason` message before the engine starts.
+
+use super::incident::LifecycleConfig;
+use serde::{Deserialize, Serialize};
+
+/// Detection settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Keep learning while detecting, so baselines follow the API as it changes. Traffic that
+    /// raised a finding, and all traffic of a client with an open incident, is never learned.
+    pub adapt: bool,
+    /// `apitap run` with a model younger than this (seconds between its first and last learned
+    /// transaction) learns only, and starts detecting when the period is complete.
+    pub learning_period_secs: u64,
+    /// JSON bodies up to this many bytes are parsed for detection; larger ones are counted
+    /// (`json_too_large`) and only their size is judged.
+    pub max_json_bytes: usize,
+    /// Incident grouping, cooldown, suppression rules and the global alert rate limit.
+    pub lifecycle: LifecycleConfig,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            adapt: true,
+            learning_period_secs: 7 * 24 * 3600,
+            max_json_bytes: 1 << 20,
+            lifecycle: LifecycleConfig::default(),
+        }
+    }
+}
+
+/// One bad value: `key = value: reason`, the key relative to `[detect]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub value: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} = {}: {}", self.key, self.value, self.reason)
+    }
+}
+
+/// Collects problems: `range` checks `lo <= v <= hi`.
+#[derive(Default)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    pub fn fail(&mut self, key: &str, value: impl std::fmt::Display, reason: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.to_owned(),
+            value: value.to_string(),
+            reason: reason.into(),
+        });
+    }
+
+    pub fn range<T: PartialOrd + std::fmt::Display>(&mut self, key: &str, v: T, lo: T, hi: T) {
+        if v < lo || v > hi {
+            let reason = format!("must be between {lo} and {hi}");
+            self.fail(key, v, reason);
+        }
+    }
+}
+
+impl DetectConfig {
+    /// Checks every value; each bad one is reported, not just the first.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut p = Problems::default();
+        p.range("max_json_bytes", self.max_json_bytes, 1, 64 << 20);
+        p.range(
+            "learning_period_secs",
+            self.learning_period_secs,
+            0,
+            366 * 24 * 3600,
+        );
+        let l = &self.lifecycle;
+        p.range("lifecycle.cooldown_secs", l.cooldown_secs, 1, 7 * 24 * 3600);
+        p.range(
+            "lifecycle.max_open_incidents",
+            l.max_open_incidents,
+            1,
+            10_000_000,
+        );
+        p.range("lifecycle.max_samples", l.max_samples, 0, 100);
+        if let Err(e) = super::incident::Incidents::new(l) {
+            p.fail("lifecycle.suppress", "[...]", e);
+        }
+        p.0
+    }
+
+    /// [`DetectConfig::problems`] as one message.
+    pub fn validate(&self) -> Result<(), String> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(problems
+            .iter()
+            .map(|p| format!("[detect] {p}"))
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_each_named() {
+        DetectConfig::default().validate().unwrap();
+        let mut c = DetectConfig::default();
+        c.max_json_bytes = 0;
+        c.lifecycle.cooldown_secs = 0;
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.contains("[detect] max_json_bytes = 0: must be between"),
+            "{e}"
+        );
+        assert!(e.contains("lifecycle.cooldown_secs = 0"), "{e}");
+    }
+}
