@@ -116,9 +116,14 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_are_each_named() {
         DetectConfig::default().validate().unwrap();
-        let mut c = DetectConfig::default();
-        c.max_json_bytes = 0;
-        c.lifecycle.cooldown_secs = 0;
+        let c = DetectConfig {
+            max_json_bytes: 0,
+            lifecycle: LifecycleConfig {
+                cooldown_secs: 0,
+                ..LifecycleConfig::default()
+            },
+            ..DetectConfig::default()
+        };
         let e = c.validate().unwrap_err();
         assert!(
             e.contains("[detect] max_json_bytes = 0: must be between"),

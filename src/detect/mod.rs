@@ -254,6 +254,8 @@ pub struct DetectEngine {
     /// Detection starts with the first transaction at or after this time (the daemon's
     /// learning period); [`Timestamp::ZERO`] detects from the start.
     detect_from: Timestamp,
+    /// A learning period to count from the first transaction (empty model).
+    pending_period: Option<crate::common::Duration>,
 }
 
 impl DetectEngine {
@@ -277,12 +279,36 @@ impl DetectEngine {
             findings: Vec::new(),
             counters: DetectCounters::default(),
             detect_from: Timestamp::ZERO,
+            pending_period: None,
         })
     }
 
     /// Learn only until `ts` (capture time), detect from then on.
     pub fn detect_from(&mut self, ts: Timestamp) {
         self.detect_from = ts;
+    }
+
+    /// A learning period for a model that has not yet learned `period` of traffic (the
+    /// daemon's `learning_period_secs`): detection starts once the model spans `period`, counted
+    /// from its first learned transaction, or from the first transaction seen now when it is
+    /// empty. A model that already spans `period` detects at once.
+    pub fn learn_first(&mut self, period: crate::common::Duration) {
+        let m = self.learner.model();
+        let learned = m.last_seen.saturating_since(m.first_seen);
+        self.detect_from = if m.first_seen == Timestamp::ZERO {
+            // Resolved at the first transaction (see `observe`).
+            Timestamp::from_nanos(u64::MAX)
+        } else if learned >= period {
+            Timestamp::ZERO
+        } else {
+            m.first_seen.add(period)
+        };
+        self.pending_period = (m.first_seen == Timestamp::ZERO).then_some(period);
+    }
+
+    /// Whether detection has started (the learning period is over).
+    pub fn detecting(&self, now: Timestamp) -> bool {
+        now >= self.detect_from
     }
 
     pub fn counters(&self) -> &DetectCounters {
@@ -302,6 +328,9 @@ impl DetectEngine {
     pub fn observe(&mut self, tx: &Transaction, out: &mut Vec<Alert>) {
         self.counters.transactions = self.counters.transactions.saturating_add(1);
         let ts = tx.ts();
+        if let Some(period) = self.pending_period.take() {
+            self.detect_from = ts.add(period);
+        }
         self.incidents.advance(ts, out);
         let Some(prepared) = self.learner.prepare(tx, self.cfg.adapt) else {
             return;
@@ -426,4 +455,172 @@ fn build_detectors(
 ) -> Result<Vec<Box<dyn Detector>>, DetectError> {
     let detectors: Vec<Box<dyn Detector>> = Vec::new();
     Ok(detectors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::IdentityConfig;
+    use crate::inventory::template::{RouteConfig, RouteLearner};
+    use crate::transaction::{ConnInfo, Headers, HttpVersion};
+    use std::net::IpAddr;
+
+    const KEY: &[u8] = b"detect-test-key-0123456789abcdef";
+
+    /// A GET of `path` at second `sec` by bearer token `caller` from `10.0.0.<ip>`.
+    fn call(path: &str, caller: &str, ip: u8, sec: u64) -> Transaction {
+        let start = Timestamp::from_nanos(1_700_000_000_000_000_000 + sec * 1_000_000_000);
+        let mut headers = Headers::new();
+        headers.push(b"Host", b"api.example");
+        headers.push(b"Authorization", format!("Bearer {caller}").as_bytes());
+        let conn = ConnInfo {
+            client: IpAddr::from([10, 0, 0, ip]),
+            ..ConnInfo::default()
+        };
+        Transaction {
+            conn,
+            depth: 1,
+            request: Some(Request {
+                method: "GET".into(),
+                uri: path.into(),
+                version: HttpVersion::Http11,
+                headers,
+                body: Body::default(),
+                start,
+                end: start,
+            }),
+            response: Some(Response {
+                status: 200,
+                reason: String::new(),
+                version: HttpVersion::Http11,
+                headers: Headers::new(),
+                body: Body::default(),
+                interim: vec![],
+                start,
+                end: start,
+            }),
+            flags: vec![],
+        }
+    }
+
+    /// Flags every request whose path contains `evil`.
+    struct Evil;
+
+    impl Detector for Evil {
+        fn name(&self) -> &'static str {
+            "evil"
+        }
+        fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
+            if cx.req.uri.contains("evil") {
+                out.push(
+                    Finding::new(AlertKind::Injection, cx)
+                        .summary("evil path")
+                        .with("path", cx.req.uri.clone()),
+                );
+            }
+        }
+    }
+
+    fn engine(model: Model, cfg: DetectConfig) -> DetectEngine {
+        let identity = IdentityExtractor::new(&IdentityConfig::default(), KEY).unwrap();
+        let mut e = DetectEngine::new(model, identity, cfg, DetectEnv::default()).unwrap();
+        e.detectors.push(Box::new(Evil));
+        e
+    }
+
+    fn empty_model() -> Model {
+        Model::new("s", "k", RouteLearner::new(RouteConfig::default()))
+    }
+
+    fn run(e: &mut DetectEngine, txs: &[Transaction]) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for t in txs {
+            e.observe(t, &mut out);
+        }
+        e.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn traffic_that_raised_a_finding_or_comes_from_an_open_incident_is_not_learned() {
+        let mut e = engine(empty_model(), DetectConfig::default());
+        let txs = vec![
+            call("/v1/items", "alice", 1, 0),
+            call("/v1/evil", "mallory", 2, 1),
+            // Mallory's ordinary call while her incident is open: withheld too.
+            call("/v1/items", "mallory", 2, 2),
+            call("/v1/items", "bob", 3, 3),
+        ];
+        let alerts = run(&mut e, &txs);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].kind, AlertKind::Injection);
+        let c = e.counters().clone();
+        assert_eq!((c.learned, c.withheld_from_learning), (2, 2));
+        let model = e.into_model();
+        assert!(model
+            .endpoints
+            .iter()
+            .all(|(k, _)| !k.template.contains("evil")));
+        assert_eq!(model.callers.len(), 2, "alice and bob, not mallory");
+    }
+
+    #[test]
+    fn without_adapt_nothing_is_learned_while_detecting() {
+        let cfg = DetectConfig {
+            adapt: false,
+            ..DetectConfig::default()
+        };
+        let mut e = engine(empty_model(), cfg);
+        run(&mut e, &[call("/v1/items", "alice", 1, 0)]);
+        assert_eq!(e.counters().learned, 0);
+        assert!(e.into_model().endpoints.is_empty());
+    }
+
+    #[test]
+    fn an_empty_model_learns_for_the_period_then_detects() {
+        let mut e = engine(empty_model(), DetectConfig::default());
+        e.learn_first(crate::common::Duration::from_secs(60));
+        let txs = vec![
+            call("/v1/evil", "mallory", 2, 0),
+            call("/v1/evil", "mallory", 2, 59),
+            call("/v1/evil", "mallory", 2, 60),
+        ];
+        let alerts = run(&mut e, &txs);
+        assert_eq!(e.counters().analysed, 1);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].first_seen, txs[2].ts());
+    }
+
+    #[test]
+    fn a_model_that_spans_the_period_detects_at_once() {
+        let mut e = engine(empty_model(), DetectConfig::default());
+        e.learn_first(crate::common::Duration::from_secs(0));
+        run(
+            &mut e,
+            &[call("/v1/items", "a", 1, 0), call("/v1/items", "a", 1, 30)],
+        );
+        let model = e.into_model();
+        let mut e = engine(model, DetectConfig::default());
+        e.learn_first(crate::common::Duration::from_secs(30));
+        assert!(e.detecting(Timestamp::ZERO.add(crate::common::Duration::from_secs(1))));
+    }
+
+    #[test]
+    fn findings_carry_the_call_endpoint_client_and_sample() {
+        let mut e = engine(empty_model(), DetectConfig::default());
+        let t = call("/v1/evil", "mallory", 9, 5);
+        let alerts = run(&mut e, std::slice::from_ref(&t));
+        let a = &alerts[0];
+        assert_eq!(a.endpoint.host, "api.example");
+        assert_eq!(a.endpoint.method, "GET");
+        assert_eq!(a.client.ip, Some(IpAddr::from([10, 0, 0, 9])));
+        assert!(a
+            .client
+            .identity
+            .as_deref()
+            .is_some_and(|s| s.starts_with("t:")));
+        assert_eq!(a.evidence["samples"][0], format!("{}#1", t.conn.flow_id));
+        assert_eq!(a.capture_quality, 1.0);
+        a.validate().unwrap();
+    }
 }
