@@ -52,9 +52,14 @@ struct Daemon {
 
 impl Daemon {
     fn start(args: &[&str]) -> Daemon {
+        Daemon::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(BIN)
             .arg("run")
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -499,6 +504,131 @@ fn root_switches_to_the_configured_user_after_opening_the_capture() {
     );
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
+}
+
+/// `[alert]` with a rotating file, stdout, and a webhook at `port`, spooled under `dir`.
+fn alert_config(dir: &Path, port: u16) -> String {
+    format!(
+        "{LISTEN}[alert]\nspool_dir = {spool:?}\nshutdown_grace_secs = 1\nstdout = true\n\
+         [alert.file]\npath = {file:?}\n\
+         [[alert.webhook]]\nname = \"siem\"\nurl = \"http://127.0.0.1:{port}/hook\"\n",
+        spool = dir.join("spool").display().to_string(),
+        file = dir.join("alerts.jsonl").display().to_string(),
+    )
+}
+
+#[test]
+fn alert_sinks_start_with_the_daemon_export_metrics_and_stop_last() {
+    let pcap = bundled("api-basic.pcap");
+    let dir = temp_dir("sinks");
+    // The webhook's receiver: listening, so the sink has somewhere to go. No detector raises
+    // alerts on this branch yet, so nothing is posted; delivery itself is tested through the
+    // handle in src/daemon (analysis.rs, pipeline.rs) and by the sink tests.
+    let receiver = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+    let hook_port = receiver.local_addr().expect("addr").port();
+    let cfg = write_config(&dir, &alert_config(&dir, hook_port));
+    let secret = "webhook-signing-key-from-the-environment";
+    let mut d = Daemon::start_with_env(
+        &[
+            "--pcap",
+            pcap.to_str().expect("path"),
+            "--config",
+            cfg.to_str().expect("path"),
+            "--hold",
+        ],
+        &[("APITAP_WEBHOOK_SECRET", secret)],
+    );
+    let port = d.port();
+    let started = d.wait_log("Alert sinks started.");
+    assert!(started.contains("file, stdout, webhook-siem"), "{started}");
+    let scrape = wait_metric(port, "apitap_daemon_pipeline_drained", 1.0);
+    for series in [
+        "apitap_alert_submitted_total",
+        "apitap_alert_invalid_total",
+        "apitap_sink_deliveries_total{sink=\"file\"}",
+        "apitap_sink_deliveries_total{sink=\"stdout\"}",
+        "apitap_sink_deliveries_total{sink=\"webhook-siem\"}",
+        "apitap_sink_failures_total{sink=\"webhook-siem\"}",
+        "apitap_sink_queue_drops_total{sink=\"webhook-siem\"}",
+        "apitap_sink_spool_drops_total{sink=\"webhook-siem\"}",
+        "apitap_sink_rejected_total{sink=\"webhook-siem\"}",
+        "apitap_sink_queue_depth_alerts{sink=\"webhook-siem\"}",
+        "apitap_sink_spool_pending_alerts{sink=\"webhook-siem\"}",
+    ] {
+        assert_eq!(sample(&scrape, series), Some(0.0), "{series}:\n{scrape}");
+    }
+    assert!(
+        sample(&scrape, "apitap_sink_spool_bytes{sink=\"webhook-siem\"}").is_some(),
+        "{scrape}"
+    );
+    assert!(
+        dir.join("spool").join("webhook-siem").is_dir(),
+        "the webhook's spool is opened at start"
+    );
+    assert!(
+        dir.join("alerts.jsonl").exists(),
+        "the alert file is opened at start"
+    );
+
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
+    let log = d.log_text();
+    // The sinks stop after the pipeline drained, each with its final counters.
+    let drained = log.find("Pipeline drained.").expect("drained line");
+    let stopped = log.find("Alert sink stopped.").expect("sink report");
+    assert!(drained < stopped, "{log}");
+    assert_eq!(log.matches("Alert sink stopped.").count(), 3, "{log}");
+    assert!(!log.contains(secret), "{log}");
+    drop(receiver);
+}
+
+#[test]
+fn alert_config_errors_name_the_section() {
+    let pcap = bundled("api-basic.pcap");
+    let dir = temp_dir("sinks-bad");
+    // (config text, what stderr must say)
+    let cases = [
+        (
+            "[[alert.webhook]]\nname = \"siem\"\nurl = \"ftp://siem.example/\"\n".to_owned(),
+            "apitap.toml: [alert] webhook[0].url = \"ftp://siem.example/\": must be an http:// \
+             or https:// URL with a host",
+        ),
+        (
+            "[alert]\nmax_queued_alerts = 0\n".to_owned(),
+            "apitap.toml: [alert] max_queued_alerts = 0: must be between 1 and 1000000",
+        ),
+        (
+            "[[alert.webhook]]\nname = \"siem\"\nurl = \"https://siem.example/\"\n\
+             secret = \"in-the-file\"\n"
+                .to_owned(),
+            "[alert] webhook[0].secret = <secret of 11 bytes>: is not read here: set [secrets] \
+             webhook_secret or APITAP_WEBHOOK_SECRET instead",
+        ),
+        // Valid, but the spool cannot be created (its parent is a file): the daemon refuses
+        // to start rather than accept alerts it could not keep.
+        (
+            format!(
+                "[alert]\nspool_dir = {:?}\n[[alert.webhook]]\nname = \"siem\"\n\
+                 url = \"http://127.0.0.1:9/\"\n",
+                dir.join("apitap.toml").join("spool").display().to_string()
+            ),
+            "[alert] webhook siem: spool ",
+        ),
+    ];
+    for (text, want) in cases {
+        let cfg = write_config(&dir, &format!("[metrics]\nlisten = \"\"\n{text}"));
+        let o = Command::new(BIN)
+            .args(["run", "--pcap"])
+            .arg(&pcap)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .expect("run");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{text}: {e}");
+        assert!(e.contains(want), "{text}: {e:?} lacks {want:?}");
+        assert!(!e.contains("in-the-file"), "{e}");
+    }
 }
 
 /// A tiny HTTP server: answers each connection's request with a small JSON body, then closes.

@@ -78,6 +78,18 @@ impl Catalogue {
         m.sink_retries.with_label_values(&["webhook"]).inc();
         m.sink_failures.with_label_values(&["webhook"]).inc();
         m.sink_queue_depth.with_label_values(&["webhook"]).set(1);
+        for family in [
+            &m.sink_queue_drops,
+            &m.sink_rejected,
+            &m.sink_spool_drops,
+            &m.sink_oversize_drops,
+            &m.sink_spool_corrupt,
+            &m.sink_rotations,
+        ] {
+            family.with_label_values(&["webhook"]).inc();
+        }
+        m.sink_spool_bytes.with_label_values(&["webhook"]).set(1);
+        m.sink_spool_pending.with_label_values(&["webhook"]).set(1);
         m.learning_state.with_label_values(&["learning"]).set(1);
         m.model_age.with_label_values(&["baseline"]).set(1.0);
         m.http_route_transactions
@@ -387,7 +399,7 @@ fn catalogue_lists_every_family_with_its_labels() {
         ["route"]
     );
     assert_eq!(labels("apitap_capture_packets_total"), Vec::<&str>::new());
-    // Every family of the README catalogue table is here: 35, the histogram counted once.
+    // Every family of the README catalogue table is here: 45, the histogram counted once.
     let families: BTreeSet<&str> = cat
         .0
         .keys()
@@ -399,7 +411,7 @@ fn catalogue_lists_every_family_with_its_labels() {
         })
         .filter(|n| n.starts_with("apitap_"))
         .collect();
-    assert_eq!(families.len(), 35, "{families:#?}");
+    assert_eq!(families.len(), 45, "{families:#?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -480,6 +492,9 @@ fn alert_rules_use_exported_metrics_and_cover_the_sensor_failures() {
         "apitap_reassembly_memcap_hits_total",
         "apitap_sink_failures_total",
         "apitap_sink_queue_depth_alerts",
+        "apitap_sink_queue_drops_total",
+        "apitap_sink_spool_drops_total",
+        "apitap_sink_spool_bytes",
         "apitap_detect_alerts_total",
         "apitap_http_capture_quality_ratio",
     ] {
@@ -703,6 +718,8 @@ fn dashboard_is_valid_and_queries_only_exported_metrics() {
         "apitap_sink_deliveries_total",
         "apitap_sink_failures_total",
         "apitap_sink_queue_depth_alerts",
+        "apitap_sink_spool_drops_total",
+        "apitap_sink_spool_pending_alerts",
         "apitap_http_route_transactions_total",
     ] {
         assert!(

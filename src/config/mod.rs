@@ -18,6 +18,7 @@
 
 mod validate;
 
+use crate::alert::SinksConfig;
 use crate::detect::DetectConfig;
 use crate::engine::EngineConfig;
 use crate::flow::reassembly::StreamConfig;
@@ -49,6 +50,7 @@ pub const LIVE_KEYS: &[&str] = &[
 ];
 
 /// The whole configuration file.
+// Not `Eq`: `[alert]` and `[detect]` hold floats.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -56,6 +58,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub metrics: MetricsConfig,
     pub output: OutputConfig,
+    pub alert: SinksConfig,
     pub secrets: Secrets,
     pub decode: DecodeConfig,
     pub flow: FlowConfig,
@@ -414,6 +417,24 @@ impl Config {
         }
     }
 
+    /// The alert sinks to start: `[alert]` with `[secrets] webhook_secret` (file or
+    /// environment) as the signing key of every webhook.
+    ///
+    /// The key lives only in [`Secrets`] while the configuration is held, printed or compared;
+    /// `[alert] webhook.secret` is refused by validation for that reason. The value returned
+    /// here carries it in plain text for the sinks: hand it to
+    /// [`crate::alert::AlertPipeline::new`] and never print it.
+    pub fn alert_sinks(&self) -> SinksConfig {
+        let mut sinks = self.alert.clone();
+        let key = &self.secrets.webhook_secret;
+        if !key.is_empty() {
+            for w in &mut sinks.webhook {
+                w.secret = Some(key.expose().to_owned());
+            }
+        }
+        sinks
+    }
+
     /// Takes from `new` the values of [`LIVE_KEYS`], which a running daemon can apply.
     /// Returns the changed keys that were taken and those that need a restart (still at their
     /// running values here), each sorted.
@@ -443,8 +464,12 @@ impl Config {
             let bv = b.get(section);
             match (av.as_table(), bv.and_then(|v| v.as_table())) {
                 (Some(at), Some(bt)) => {
-                    for (key, x) in at {
-                        if bt.get(key) != Some(x) {
+                    // Keys of both sides: an optional table (`[alert] file`) that is unset is
+                    // absent from its side.
+                    let keys: std::collections::BTreeSet<&String> =
+                        at.keys().chain(bt.keys()).collect();
+                    for key in keys {
+                        if at.get(key) != bt.get(key) {
                             out.push(format!("{section}.{key}"));
                         }
                     }
@@ -453,6 +478,7 @@ impl Config {
                 _ => {}
             }
         }
+        out.sort();
         out
     }
 }
@@ -468,13 +494,15 @@ fn parse_error(text: &str, file: &Path, e: &toml::de::Error) -> ConfigError {
         .map(|s| s.chars().count())
         .unwrap_or(0)
         + 1;
-    // The section is the last table header above the error.
+    // The section is the last table header above the error, `[x]` or `[[x]]` (an entry of an
+    // array of tables such as `[[alert.webhook]]`).
     let section = before
         .lines()
         .rev()
         .map(str::trim)
-        .find(|l| l.starts_with('[') && !l.starts_with("[["))
-        .and_then(|l| l.get(1..l.find(']')?))
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_start_matches('['))
+        .and_then(|l| l.get(..l.find(']')?))
         .unwrap_or("")
         .trim()
         .to_owned();

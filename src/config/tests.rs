@@ -34,18 +34,19 @@ fn empty_file_is_the_defaults() {
 }
 
 /// Every key of every section is in the default file, in its section, with a comment directly
-/// above it: the file is the documentation, so a new option cannot ship undocumented.
+/// above it: the file is the documentation, so a new option cannot ship undocumented. A nested
+/// table (`[alert] spool`) is documented as its own section (`[alert.spool]`), checked the same
+/// way.
 #[test]
 fn default_file_documents_every_key() {
     let value = toml::Value::try_from(Config::default()).expect("serialize defaults");
     let lines: Vec<&str> = DEFAULT_FILE.lines().collect();
     let mut missing = Vec::new();
-    // Sections to check: (dotted name, table); nested tables are their own `[a.b]` sections.
     let mut sections: Vec<(String, &toml::Table)> = value
         .as_table()
         .expect("top-level table")
         .iter()
-        .map(|(k, v)| (k.clone(), v.as_table().expect("section table")))
+        .map(|(name, keys)| (name.clone(), keys.as_table().expect("section table")))
         .collect();
     while let Some((section, keys)) = sections.pop() {
         let header = format!("[{section}]");
@@ -59,8 +60,8 @@ fn default_file_documents_every_key() {
             .position(|l| l.starts_with('['))
             .map_or(lines.len(), |p| start + 1 + p);
         for (key, v) in keys {
-            if let Some(t) = v.as_table() {
-                sections.push((format!("{section}.{key}"), t));
+            if let Some(nested) = v.as_table() {
+                sections.push((format!("{section}.{key}"), nested));
                 continue;
             }
             let at = (start + 1..end).find(|&i| {
@@ -354,4 +355,135 @@ fn apply_live_takes_exactly_the_live_keys() {
     assert_eq!(restart, ["daemon.workers", "flow.max_flows"]);
     // What still differs is exactly what needs a restart.
     assert_eq!(running.changed_keys(&new), restart);
+}
+
+/// A file using every kind of sink, as an operator writes it.
+const SINKS: &str = r#"
+[alert]
+spool_dir = "/var/lib/apitap/spool"
+stdout = true
+
+[alert.file]
+path = "/var/log/apitap/alerts.jsonl"
+max_files = 3
+
+[alert.spool]
+fsync = "interval"
+
+[[alert.webhook]]
+name = "siem"
+url = "https://siem.example/hook"
+batch_timeout_secs = 0.25
+
+[[alert.webhook]]
+name = "soar"
+url = "http://127.0.0.1:8080/hook"
+
+[[alert.alertmanager]]
+name = "am"
+url = "http://127.0.0.1:9093"
+"#;
+
+#[test]
+fn alert_section_takes_every_sink() {
+    let cfg = load_text(SINKS, &[]).expect("valid");
+    let a = &cfg.alert;
+    assert!(a.stdout);
+    assert_eq!(a.file.as_ref().map(|f| f.max_files), Some(3));
+    assert_eq!(a.spool.fsync, crate::alert::config::FsyncPolicy::Interval);
+    let names: Vec<&str> = a.webhook.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["siem", "soar"]);
+    assert_eq!(a.webhook[0].batch_timeout_secs, 0.25);
+    assert_eq!(a.webhook[1].timeout_secs, 10, "defaults fill the rest");
+    assert_eq!(a.alertmanager[0].resolve_timeout_secs, 300);
+    // Nothing signs without a key.
+    assert!(cfg.alert_sinks().webhook.iter().all(|w| w.secret.is_none()));
+}
+
+#[test]
+fn alert_errors_carry_the_section() {
+    let cases = [
+        (
+            "[alert]\nmax_queued_alerts = 0\n",
+            "config.toml: [alert] max_queued_alerts = 0: must be between 1 and 1000000",
+        ),
+        (
+            "[[alert.webhook]]\nname = \"siem\"\nurl = \"ftp://siem.example\"\n",
+            "config.toml: [alert] webhook[0].url = \"ftp://siem.example\": must be an http:// \
+             or https:// URL with a host",
+        ),
+        (
+            "[alert.file]\npath = \"/tmp/a.jsonl\"\nmax_files = 0\n",
+            "config.toml: [alert] file.max_files = 0: must be between 1 and 1000",
+        ),
+        (
+            "[alert.spool]\nsegment_bytes = 268435456\n",
+            "config.toml: [alert] spool.segment_bytes = 268435456: must be at least 4096 and at \
+             most half of max_spool_bytes",
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(refused(text), want, "for {text:?}");
+    }
+    // Parse errors inside an array of tables name that table.
+    let msg = refused("[[alert.webhook]]\nname = \"a\"\nurll = \"http://h/\"\n");
+    assert!(
+        msg.starts_with("config.toml:3:1: [alert.webhook] urll: "),
+        "{msg}"
+    );
+}
+
+/// The webhook key comes only from `[secrets]` (or the environment): written next to the
+/// sink, it would sit in plain text in every `Debug` print of the configuration.
+#[test]
+fn webhook_key_comes_from_secrets_only() {
+    let in_sink = "[[alert.webhook]]\nname = \"siem\"\nurl = \"https://siem.example/\"\n\
+                   secret = \"written-in-the-file\"\n";
+    let msg = refused(in_sink);
+    assert_eq!(
+        msg,
+        "config.toml: [alert] webhook[0].secret = <secret of 19 bytes>: is not read here: set \
+         [secrets] webhook_secret or APITAP_WEBHOOK_SECRET instead"
+    );
+    assert!(!msg.contains("written-in-the-file"));
+
+    let text = "[secrets]\nwebhook_secret = \"from-the-file\"\n[[alert.webhook]]\nname = \
+                \"siem\"\nurl = \"https://siem.example/\"\n[[alert.webhook]]\nname = \"b\"\nurl = \
+                \"https://b.example/\"\n";
+    let cfg = load_text(text, &[]).expect("valid");
+    let sinks = cfg.alert_sinks();
+    assert!(sinks
+        .webhook
+        .iter()
+        .all(|w| w.secret.as_deref() == Some("from-the-file")));
+    let cfg = load_text(text, &[(ENV_WEBHOOK_SECRET, "from-the-environment")]).expect("valid");
+    assert!(cfg
+        .alert_sinks()
+        .webhook
+        .iter()
+        .all(|w| w.secret.as_deref() == Some("from-the-environment")));
+    // The configuration itself holds the key redacted only.
+    assert!(cfg.alert.webhook.iter().all(|w| w.secret.is_none()));
+    let debug = format!("{cfg:?}");
+    assert!(!debug.contains("from-the-environment"), "{debug}");
+    // What the sinks get is valid for them.
+    assert_eq!(cfg.alert_sinks().validate(), Ok(()));
+}
+
+#[test]
+fn alert_changes_need_a_restart() {
+    let new = load_text(SINKS, &[]).expect("valid");
+    let mut running = Config::default();
+    let (applied, restart) = running.apply_live(&new);
+    assert!(applied.is_empty(), "{applied:?}");
+    assert_eq!(
+        restart,
+        [
+            "alert.alertmanager",
+            "alert.file",
+            "alert.spool",
+            "alert.stdout",
+            "alert.webhook"
+        ]
+    );
 }

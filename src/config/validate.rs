@@ -50,6 +50,7 @@ pub(super) fn check(cfg: &Config) -> Vec<Problem> {
     daemon(cfg, &mut out);
     metrics(cfg, &mut out);
     output(cfg, &mut out);
+    alert(cfg, &mut out);
     secrets(cfg, &mut out);
     decode(cfg, &mut out);
     flow(cfg, &mut out);
@@ -183,6 +184,31 @@ fn output(cfg: &Config, out: &mut Vec<Problem>) {
         out,
     };
     s.range("flush_interval_ms", o.flush_interval_ms, 10, 60_000);
+}
+
+fn alert(cfg: &Config, out: &mut Vec<Problem>) {
+    let mut s = Section { name: "alert", out };
+    // The sinks own their checks (keys relative to the section, like `webhook[0].url`); only
+    // the section is added here.
+    if let Err(errors) = cfg.alert.validate() {
+        for e in errors {
+            s.fail(&e.key, e.value, e.reason);
+        }
+    }
+    // A key written here would sit in plain text in every `Debug` print of the configuration;
+    // `[secrets]` holds it redacted and can take it from the environment instead.
+    for (i, w) in cfg.alert.webhook.iter().enumerate() {
+        if let Some(secret) = &w.secret {
+            s.fail(
+                &format!("webhook[{i}].secret"),
+                Secret::new(secret.as_str()).redacted(),
+                format!(
+                    "is not read here: set [secrets] webhook_secret or {} instead",
+                    super::ENV_WEBHOOK_SECRET
+                ),
+            );
+        }
+    }
 }
 
 fn secrets(cfg: &Config, out: &mut Vec<Problem>) {

@@ -6,13 +6,21 @@
 //! learning and detection stages plug in here as further analyzers: they see every transaction
 //! exactly once, on one thread, so they need no locking.
 //!
+//! Analyzers raise alerts through an [`AlertOutput`], a cloneable handle to the alert pipeline
+//! that each detector takes when it is built. The analysis stage holds one too and drops it
+//! only after its final flush, so alerts raised while flushing still reach the sinks: the
+//! daemon shuts the pipeline down once every handle is gone.
+//!
 //! Invariants:
-//! - An analyzer never blocks on the network: slow outputs (alert sinks) get their own queue.
+//! - An analyzer never blocks on the network: slow outputs (alert sinks) get their own queue,
+//!   and [`AlertOutput::submit`] never waits (a full sink queue drops the newest alert there).
 //! - Memory is bounded: the route learner and the top-K selection have fixed limits, the
 //!   quality window is `quality_window_transactions` booleans.
 //! - Transactions are analysed in packet time (`Transaction::ts`); only output flushing uses
 //!   the wall clock.
 
+use crate::alert::pipeline::{SubmitError, Submitted};
+use crate::alert::{Alert, AlertPipeline};
 use crate::cli::output::{FlowWriter, Format};
 use crate::config::Config;
 use crate::http::conn::{FLAG_PARTIAL, FLAG_REQUEST_GAP, FLAG_RESPONSE_GAP};
@@ -24,6 +32,8 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// A consumer of transactions on the analysis thread.
 pub trait Analyzer: Send {
@@ -38,6 +48,60 @@ pub trait Analyzer: Send {
     /// Takes the live-changeable settings of a reloaded configuration (see
     /// [`crate::config::LIVE_KEYS`]).
     fn reconfigure(&mut self, _cfg: &Config) {}
+}
+
+/// How analyzers raise alerts: a handle to the running [`AlertPipeline`], cheap to clone.
+///
+/// [`AlertOutput::submit`] validates the alert, counts it in
+/// `apitap_detect_alerts_total{kind,severity}` (detectors do not count alerts themselves) and
+/// queues it for every sink without blocking. An alert that fails validation is a detector
+/// bug: it is refused, counted (`apitap_alert_invalid_total`) and logged with a back-off.
+#[derive(Clone)]
+pub struct AlertOutput {
+    pipeline: Arc<AlertPipeline>,
+    metrics: Metrics,
+    /// Alerts refused by this handle and its clones, for the log back-off.
+    refused: Arc<AtomicU64>,
+}
+
+impl AlertOutput {
+    pub fn new(pipeline: Arc<AlertPipeline>, metrics: Metrics) -> AlertOutput {
+        AlertOutput {
+            pipeline,
+            metrics,
+            refused: Arc::default(),
+        }
+    }
+
+    /// Validates `alert` and queues it for every sink; never blocks. `Ok` says how many sinks
+    /// queued it and how many dropped it on a full queue (counted per sink).
+    pub fn submit(&self, alert: Alert) -> Result<Submitted, SubmitError> {
+        let (kind, severity) = (alert.kind, alert.severity);
+        match self.pipeline.submit(alert) {
+            Ok(s) => {
+                inc(&self.metrics.alerts, &[kind.name(), severity.name()], 1);
+                Ok(s)
+            }
+            Err(e) => {
+                let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                // The 1st, 2nd, 4th, ... refusal: a detector bug shows without flooding.
+                if n.is_power_of_two() {
+                    tracing::error!(
+                        kind = kind.name(),
+                        refused = n,
+                        error = %e,
+                        "Refused an invalid alert; it was not sent."
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Alerts the pipeline accepted so far, from every handle.
+    pub fn submitted(&self) -> u64 {
+        self.pipeline.counters().submitted.load(Ordering::Relaxed)
+    }
 }
 
 /// The status class label of a transaction: `1xx` to `5xx`, `none` without a response,
@@ -213,7 +277,7 @@ impl Analyzer for TransactionLog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::capture::OfflineSource;
     use crate::engine::Engine;
@@ -337,6 +401,94 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(line).expect("JSON line");
             assert!(v.get("flow").is_some());
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A bola alert as a detector would build it, `i` telling the clients apart.
+    pub(crate) fn alert(i: u8) -> Alert {
+        use crate::alert::{AlertKind, Client, Endpoint, Severity};
+        let mut a = Alert::new(
+            AlertKind::Bola,
+            Endpoint {
+                host: "api.example.com".into(),
+                method: "GET".into(),
+                route: "/accounts/{id}".into(),
+            },
+            Client {
+                ip: std::net::IpAddr::from([192, 0, 2, i]),
+                identity: Some(format!("user:{i:04x}")),
+                role: None,
+            },
+            crate::common::Timestamp::from_secs_nanos(1_700_000_000, 0),
+        );
+        a.severity = Severity::High;
+        a.summary = format!("Client {i} read objects of 12 other identities.");
+        a
+    }
+
+    /// An alert pipeline with only a JSON Lines file sink at `path`.
+    pub(crate) fn file_pipeline(path: &Path) -> Arc<AlertPipeline> {
+        let cfg = crate::alert::SinksConfig {
+            file: Some(crate::alert::config::FileSinkConfig {
+                path: path.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Arc::new(AlertPipeline::new(&cfg).expect("file sink starts"))
+    }
+
+    #[test]
+    fn submitted_alerts_reach_the_file_sink_and_are_counted() {
+        let dir = std::env::temp_dir().join(format!("apitap-alert-out-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("alerts.jsonl");
+        let pipeline = file_pipeline(&path);
+        let metrics = Metrics::new();
+        let out = AlertOutput::new(pipeline.clone(), metrics.clone());
+        let copy = out.clone();
+
+        let sent: Vec<Alert> = (1..=3).map(alert).collect();
+        for a in &sent {
+            let s = copy.submit(a.clone()).expect("a valid alert is accepted");
+            assert_eq!(
+                s,
+                Submitted {
+                    queued: 1,
+                    dropped: 0
+                }
+            );
+        }
+        let mut invalid = alert(9);
+        invalid.confidence = 2.0;
+        assert!(out.submit(invalid).is_err(), "an invalid alert is refused");
+        assert_eq!(out.submitted(), 3);
+
+        drop((out, copy));
+        let report = Arc::try_unwrap(pipeline)
+            .ok()
+            .expect("no handle left")
+            .shutdown();
+        assert_eq!(report.sinks[0].2.delivered, 3);
+
+        let text = std::fs::read_to_string(&path).expect("alert file");
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("one JSON alert a line");
+                assert_eq!(v["kind"], "bola");
+                assert_eq!(v["severity"], "high");
+                v["id"].as_str().expect("id").to_owned()
+            })
+            .collect();
+        let want: Vec<String> = sent.iter().map(|a| a.id.clone()).collect();
+        assert_eq!(ids, want);
+        let s = samples(&metrics);
+        assert_eq!(
+            s["apitap_detect_alerts_total{kind=\"bola\",severity=\"high\"}"], 3.0,
+            "the refused alert is not counted as raised"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -8,16 +8,22 @@
 //! 1. logging, signal handlers (so a signal during start-up is not fatal);
 //! 2. the packet source, the metrics socket and the transaction log: everything needing root;
 //! 3. dropping privileges, before any thread exists;
-//! 4. the pipeline threads, then the HTTP server and the signal loop on the main thread.
+//! 4. the alert pipeline (`[alert]`), as the unprivileged user so that the files and spools it
+//!    creates later (rotation, new segments) are its own; it fails the start if a sink cannot
+//!    open its file or spool;
+//! 5. the pipeline threads, then the HTTP server and the signal loop on the main thread.
 //!
 //! Lifecycle:
 //! - SIGTERM or SIGINT: capture stops and the pipeline drains (see [`pipeline`]); the process
-//!   exits 0 once every transaction was analysed and every output flushed. A second signal
-//!   while draining exits at once, with status 1.
+//!   exits 0 once every transaction was analysed and every output flushed. The alert sinks
+//!   stop last, after the analysis stage has drained (so alerts raised by its final flush are
+//!   delivered or spooled), within `[alert] shutdown_grace_secs` plus a few seconds of local
+//!   I/O; their final counters are logged. A second signal while draining exits at once, with
+//!   status 1, leaving what the network sinks had not delivered in their spools.
 //! - SIGHUP: the configuration file is read again. If it is invalid, the running configuration
 //!   stays and the reason is logged. If it is valid, the keys in
 //!   [`crate::config::LIVE_KEYS`] take effect and any other change is logged as needing a
-//!   restart.
+//!   restart (`[alert]` among them: sinks hold open files, spools and connections).
 //! - A replay ends by itself once drained, unless `--hold` keeps the metrics server up.
 //!
 //! Invariant: no log line holds a secret, a packet payload or a configuration value beyond
@@ -31,10 +37,13 @@ pub mod server;
 pub mod settings;
 pub mod shard;
 
+use crate::alert::pipeline::PipelineError;
+use crate::alert::{AlertPipeline, ShutdownReport};
 use crate::capture::{CaptureError, LiveSource, OfflineSource};
 use crate::config::{Config, LogLevel};
+use crate::telemetry::metrics::{sink_label, AlertPublisher};
 use crate::telemetry::Metrics;
-use analysis::{Analyzer, TransactionLog, TransactionMetrics};
+use analysis::{AlertOutput, Analyzer, TransactionLog, TransactionMetrics};
 use pipeline::{OpenSource, Pipeline};
 use privileges::Dropped;
 use settings::{RunSettings, Source};
@@ -59,6 +68,8 @@ pub enum DaemonError {
     Log { path: PathBuf, reason: String },
     #[error(transparent)]
     Privileges(#[from] privileges::PrivilegeError),
+    #[error("[alert] {0}")]
+    Alerts(#[from] PipelineError),
     #[error("cannot start: {0}")]
     Start(String),
     #[error("capture failed: {0}")]
@@ -140,13 +151,28 @@ pub fn run(settings: RunSettings) -> Result<(), DaemonError> {
         }
     }
 
-    let pipeline = Pipeline::start(&cfg, settings.workers, source, analyzers, metrics.clone())
-        .map_err(|e| DaemonError::Start(format!("threads: {e}")))?;
+    // `alert_sinks` carries the webhook key in plain text: it goes to the sinks and nowhere
+    // else.
+    let sinks = Arc::new(AlertPipeline::new(&cfg.alert_sinks())?);
+    let publisher = AlertPublisher::new(&sinks, &metrics);
+    log_sinks(&sinks);
+    let alerts = AlertOutput::new(sinks.clone(), metrics.clone());
+
+    let pipeline = Pipeline::start(
+        &cfg,
+        settings.workers,
+        source,
+        analyzers,
+        alerts,
+        metrics.clone(),
+    )
+    .map_err(|e| DaemonError::Start(format!("threads: {e}")))?;
     let stop = pipeline.stop_handle();
     let control = pipeline.control();
     let state = Arc::new(server::State {
         metrics: metrics.clone(),
         ready: AtomicBool::new(true),
+        alerts: Some(publisher),
     });
     match &settings.source {
         Source::Live(o) => tracing::info!(
@@ -200,8 +226,61 @@ pub fn run(settings: RunSettings) -> Result<(), DaemonError> {
         hold: settings.hold,
     };
     let result = runtime.block_on(life.supervise(signals, done_rx));
+    // After a forced stop the analysis stage may still hold handles: the process exits now
+    // and the network sinks' spools keep what they had not delivered.
+    if !matches!(result, Err(DaemonError::Forced)) {
+        stop_sinks(sinks);
+    }
     let _ = shutdown_tx.send(true);
     result
+}
+
+/// Says where alerts go, once, at start.
+fn log_sinks(sinks: &AlertPipeline) {
+    let labels: Vec<String> = sinks
+        .sinks()
+        .iter()
+        .map(|s| sink_label(s.kind, &s.name))
+        .collect();
+    if labels.is_empty() {
+        tracing::warn!("No alert sink configured: alerts are counted but go nowhere; see [alert].");
+    } else {
+        tracing::info!(sinks = %labels.join(", "), "Alert sinks started.");
+    }
+}
+
+/// Stops the alert sinks once the analysis stage has let go of them, and logs how each ended.
+fn stop_sinks(sinks: Arc<AlertPipeline>) {
+    match Arc::try_unwrap(sinks) {
+        Ok(p) => log_report(&p.shutdown()),
+        // Only a handle kept beyond the analysis stage's end gets here; dropping ours leaves
+        // the stop to the last holder.
+        Err(_) => tracing::warn!(
+            "Alert sinks still in use at shutdown; they stop when the last user ends."
+        ),
+    }
+}
+
+fn log_report(report: &ShutdownReport) {
+    for (kind, name, c) in &report.sinks {
+        tracing::info!(
+            sink = %sink_label(*kind, name),
+            delivered = c.delivered,
+            failures = c.failures,
+            queue_drops = c.queue_drops,
+            rejected = c.rejected,
+            spool_drops = c.spool_drops,
+            oversize_drops = c.oversize_drops,
+            spool_pending = c.spool_pending,
+            "Alert sink stopped."
+        );
+    }
+    if report.unfinished > 0 {
+        tracing::warn!(
+            unfinished = report.unfinished,
+            "Alert sinks still busy at the end of the shutdown grace; spooled alerts are sent at the next start."
+        );
+    }
 }
 
 fn open_source(source: &Source) -> Result<OpenSource, DaemonError> {

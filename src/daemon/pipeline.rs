@@ -22,10 +22,11 @@
 //! Shutdown is a drain, in pipeline order: the capture thread stops reading, sends its open
 //! batches and drops its queues; each worker empties its queue, flushes every flow
 //! (`Engine::finish`), publishes its counters and drops its sender; the analysis thread
-//! handles every remaining transaction, flushes its outputs and sets
-//! `apitap_daemon_pipeline_drained` to 1.
+//! handles every remaining transaction, flushes its outputs, drops its alert handles and sets
+//! `apitap_daemon_pipeline_drained` to 1. The alert sinks are stopped after that, by the
+//! daemon (see [`super`]), so alerts raised during the drain are delivered or spooled.
 
-use super::analysis::Analyzer;
+use super::analysis::{AlertOutput, Analyzer};
 use super::batch::PacketBatch;
 use super::shard;
 use crate::capture::{KernelStats, LiveSource, OfflineSource, RawPacket};
@@ -90,6 +91,7 @@ impl Pipeline {
         workers: usize,
         source: OpenSource,
         analyzers: Vec<Box<dyn Analyzer>>,
+        alerts: AlertOutput,
         metrics: Metrics,
     ) -> std::io::Result<Pipeline> {
         let workers = workers.max(1);
@@ -114,7 +116,7 @@ impl Pipeline {
         threads.push((
             "analysis".to_owned(),
             spawn("apitap-analysis", move || {
-                analysis(tx_rx, control_rx, analyzers, flush_every, m);
+                analysis(tx_rx, control_rx, analyzers, alerts, flush_every, m);
                 None
             })?,
         ));
@@ -550,6 +552,7 @@ fn analysis(
     txs: Receiver<Transaction>,
     control: Receiver<Config>,
     mut analyzers: Vec<Box<dyn Analyzer>>,
+    alerts: AlertOutput,
     mut flush_every: Duration,
     metrics: Metrics,
 ) {
@@ -588,8 +591,13 @@ fn analysis(
         }
     }
     flush(&mut analyzers);
+    // Analyzers go first, with their alert handles, then ours: once the last handle is gone
+    // the daemon may shut the alert sinks down, and every alert raised so far, by the final
+    // flush too, has been queued for them.
+    drop(analyzers);
     metrics.pipeline_drained.set(1);
-    tracing::info!("Pipeline drained.");
+    tracing::info!(alerts = alerts.submitted(), "Pipeline drained.");
+    drop(alerts);
 }
 
 fn flush(analyzers: &mut [Box<dyn Analyzer>]) {
@@ -618,5 +626,64 @@ mod tests {
         );
         // A packet stamped earlier than the first (files merged, clock steps) is not delayed.
         assert_eq!(p.delay(Timestamp::from_nanos(1), w0), Duration::ZERO);
+    }
+
+    /// Raises one alert per flush, as a detector closing its windows at the end would.
+    struct FlushRaiser {
+        alerts: AlertOutput,
+        next: u8,
+    }
+
+    impl Analyzer for FlushRaiser {
+        fn name(&self) -> &'static str {
+            "flush_raiser"
+        }
+        fn on_transaction(&mut self, _tx: &Transaction) {}
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.next += 1;
+            let _ = self
+                .alerts
+                .submit(super::super::analysis::tests::alert(self.next));
+            Ok(())
+        }
+    }
+
+    /// Alerts raised by the analysis stage's final flush reach the sinks: every handle is gone
+    /// when the stage returns, so the sinks can be shut down then, and they deliver them.
+    #[test]
+    fn alerts_of_the_final_flush_are_delivered() {
+        use super::super::analysis::tests::file_pipeline;
+        let dir = std::env::temp_dir().join(format!("apitap-drain-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("alerts.jsonl");
+        let sinks = file_pipeline(&path);
+        let metrics = Metrics::new();
+        let output = AlertOutput::new(sinks.clone(), metrics.clone());
+        let raiser = FlushRaiser {
+            alerts: output.clone(),
+            next: 0,
+        };
+        let (tx_tx, tx_rx) = bounded::<Transaction>(1);
+        let (_control_tx, control_rx) = bounded::<Config>(1);
+        // No transactions, an hour between timed flushes: only the final flush raises.
+        drop(tx_tx);
+        analysis(
+            tx_rx,
+            control_rx,
+            vec![Box::new(raiser)],
+            output,
+            Duration::from_secs(3600),
+            metrics.clone(),
+        );
+        assert_eq!(metrics.pipeline_drained.get(), 1);
+        let report = Arc::try_unwrap(sinks)
+            .ok()
+            .expect("the analysis stage let go of every handle")
+            .shutdown();
+        assert_eq!(report.sinks[0].2.delivered, 1);
+        let text = std::fs::read_to_string(&path).expect("alert file");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,7 +3,8 @@
 //! It runs on the main thread's single-threaded tokio runtime, apart from the packet path, so
 //! a slow scraper can never delay capture. It binds to loopback by default.
 //!
-//! - `GET /metrics`: the Prometheus text exposition (format 0.0.4).
+//! - `GET /metrics`: the Prometheus text exposition (format 0.0.4); the alert sinks' counters
+//!   are copied in first, so a scrape sees them as of that moment.
 //! - `GET /healthz`: 200 while the process serves requests at all.
 //! - `GET /readyz`: 200 while packets are being captured; 503 while starting, draining, or
 //!   after a replay ended (`--hold`).
@@ -12,6 +13,7 @@
 //! kernel's accept queue), and each is closed after `request_timeout_secs`, so idle or slow
 //! clients cannot pile up. Answers never include request data.
 
+use crate::telemetry::metrics::AlertPublisher;
 use crate::telemetry::Metrics;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -30,6 +32,8 @@ pub struct State {
     pub metrics: Metrics,
     /// True while packets are being captured.
     pub ready: AtomicBool,
+    /// The alert sinks' counters, copied into `metrics` before each scrape is rendered.
+    pub alerts: Option<AlertPublisher>,
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -56,7 +60,12 @@ pub fn respond(state: &State, method: &Method, path: &str) -> Response<Full<Byte
         return r;
     }
     match path {
-        "/metrics" => answer(StatusCode::OK, PROMETHEUS, state.metrics.render()),
+        "/metrics" => {
+            if let Some(a) = &state.alerts {
+                a.publish(&state.metrics);
+            }
+            answer(StatusCode::OK, PROMETHEUS, state.metrics.render())
+        }
         "/healthz" => answer(StatusCode::OK, TEXT, "ok\n"),
         "/readyz" if state.ready.load(Ordering::Relaxed) => answer(StatusCode::OK, TEXT, "ready\n"),
         "/readyz" => answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not capturing\n"),
@@ -122,6 +131,7 @@ mod tests {
         let state = State {
             metrics: Metrics::new(),
             ready: AtomicBool::new(false),
+            alerts: None,
         };
         let cases = [
             (Method::GET, "/metrics", StatusCode::OK),

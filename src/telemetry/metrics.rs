@@ -3,8 +3,9 @@
 //! [`Metrics`] registers every family once, in its own registry, and the stages update it:
 //! the capture thread (packets, bytes, kernel drops), each packet worker (its engine's counters,
 //! published as deltas by [`EnginePublisher`]), the analysis stage (transactions, routes,
-//! latency, capture quality), and, as they land, the detectors and alert sinks (their families
-//! are registered here so the catalogue is in one place).
+//! latency, capture quality, alerts raised), and the alert pipeline, whose sink counters
+//! [`AlertPublisher`] copies in on every scrape. Detector families are registered here as they
+//! land, so the catalogue is in one place.
 //!
 //! Invariants:
 //! - Names follow `apitap_<subsystem>_<name>_<unit>` with `_total` on counters.
@@ -15,6 +16,8 @@
 //! - Counters summed over workers are published as deltas from each worker's own previous
 //!   snapshot, so every worker adds its share and nothing is counted twice.
 
+use crate::alert::pipeline::PipelineCounters;
+use crate::alert::{AlertPipeline, SinkKind, SinkStats};
 use crate::engine::EngineStats;
 use crate::flow::reassembly::TcpAnomaly;
 use crate::http::HttpAnomaly;
@@ -23,6 +26,8 @@ use prometheus::{
     Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// The label value for requests outside the labelled top endpoints.
 pub const OTHER_ROUTE: &str = "other";
@@ -101,16 +106,39 @@ pub struct Metrics {
     /// response, no gap) among the last `quality_window_transactions`.
     pub http_capture_quality: Gauge,
 
-    /// `apitap_detect_alerts_total{kind,severity}`: alerts raised.
+    /// `apitap_detect_alerts_total{kind,severity}`: alerts raised (counted by
+    /// [`crate::daemon::analysis::AlertOutput`] as detectors submit them).
     pub alerts: IntCounterVec,
-    /// `apitap_sink_deliveries_total{sink}`: alerts delivered.
+    /// `apitap_alert_submitted_total`: alerts the alert pipeline accepted for its sinks.
+    pub alert_submitted: IntCounter,
+    /// `apitap_alert_invalid_total`: alerts refused by validation (a detector bug), not sent.
+    pub alert_invalid: IntCounter,
+    /// `apitap_sink_deliveries_total{sink}`: alerts written (local sinks) or acknowledged by
+    /// the receiver (network sinks).
     pub sink_deliveries: IntCounterVec,
     /// `apitap_sink_retries_total{sink}`: delivery attempts repeated.
     pub sink_retries: IntCounterVec,
-    /// `apitap_sink_failures_total{sink}`: alerts given up on.
+    /// `apitap_sink_failures_total{sink}`: failed delivery attempts (write or connection
+    /// errors, timeouts, non-2xx); a network sink keeps the alerts spooled and retries.
     pub sink_failures: IntCounterVec,
-    /// `apitap_sink_queue_depth_alerts{sink}`: alerts waiting for delivery.
+    /// `apitap_sink_queue_depth_alerts{sink}`: alerts waiting in the sink's memory queue.
     pub sink_queue_depth: IntGaugeVec,
+    /// `apitap_sink_queue_drops_total{sink}`: alerts dropped because the queue was full.
+    pub sink_queue_drops: IntCounterVec,
+    /// `apitap_sink_rejected_total{sink}`: alerts the receiver refused as malformed, dropped.
+    pub sink_rejected: IntCounterVec,
+    /// `apitap_sink_spool_drops_total{sink}`: undelivered alerts dropped from a full spool.
+    pub sink_spool_drops: IntCounterVec,
+    /// `apitap_sink_oversize_drops_total{sink}`: alerts larger than a spool record, dropped.
+    pub sink_oversize_drops: IntCounterVec,
+    /// `apitap_sink_spool_corrupt_records_total{sink}`: damaged spool records skipped.
+    pub sink_spool_corrupt: IntCounterVec,
+    /// `apitap_sink_rotations_total{sink}`: alert files rotated.
+    pub sink_rotations: IntCounterVec,
+    /// `apitap_sink_spool_bytes{sink}`: bytes of spool files on disk.
+    pub sink_spool_bytes: IntGaugeVec,
+    /// `apitap_sink_spool_pending_alerts{sink}`: alerts spooled and not yet acknowledged.
+    pub sink_spool_pending: IntGaugeVec,
 
     /// `apitap_baseline_learning_state{state}`: 1 for the current state of the baseline
     /// (`learning`, `detecting`), 0 for the others.
@@ -207,10 +235,20 @@ impl Metrics {
                 g
             },
             alerts: counter_vec(&r, "apitap_detect_alerts_total", "Alerts raised, by kind and severity.", &["kind", "severity"]),
-            sink_deliveries: counter_vec(&r, "apitap_sink_deliveries_total", "Alerts delivered, by sink.", &["sink"]),
+            alert_submitted: counter(&r, "apitap_alert_submitted_total", "Alerts accepted by the alert pipeline for its sinks."),
+            alert_invalid: counter(&r, "apitap_alert_invalid_total", "Alerts refused by validation and not sent (a detector bug)."),
+            sink_deliveries: counter_vec(&r, "apitap_sink_deliveries_total", "Alerts written or acknowledged by the receiver, by sink.", &["sink"]),
             sink_retries: counter_vec(&r, "apitap_sink_retries_total", "Alert delivery attempts repeated, by sink.", &["sink"]),
-            sink_failures: counter_vec(&r, "apitap_sink_failures_total", "Alerts given up on, by sink.", &["sink"]),
-            sink_queue_depth: gauge_vec(&r, "apitap_sink_queue_depth_alerts", "Alerts waiting for delivery, by sink.", &["sink"]),
+            sink_failures: counter_vec(&r, "apitap_sink_failures_total", "Failed alert delivery attempts (spooled alerts are retried), by sink.", &["sink"]),
+            sink_queue_depth: gauge_vec(&r, "apitap_sink_queue_depth_alerts", "Alerts waiting in the memory queue, by sink.", &["sink"]),
+            sink_queue_drops: counter_vec(&r, "apitap_sink_queue_drops_total", "Alerts dropped because the sink's queue was full, by sink.", &["sink"]),
+            sink_rejected: counter_vec(&r, "apitap_sink_rejected_total", "Alerts the receiver refused as malformed and that were dropped, by sink.", &["sink"]),
+            sink_spool_drops: counter_vec(&r, "apitap_sink_spool_drops_total", "Undelivered alerts dropped because the spool was full, by sink.", &["sink"]),
+            sink_oversize_drops: counter_vec(&r, "apitap_sink_oversize_drops_total", "Alerts larger than a spool record and dropped, by sink.", &["sink"]),
+            sink_spool_corrupt: counter_vec(&r, "apitap_sink_spool_corrupt_records_total", "Damaged spool records skipped, by sink.", &["sink"]),
+            sink_rotations: counter_vec(&r, "apitap_sink_rotations_total", "Alert files rotated, by sink.", &["sink"]),
+            sink_spool_bytes: gauge_vec(&r, "apitap_sink_spool_bytes", "Bytes of spool files on disk, by sink.", &["sink"]),
+            sink_spool_pending: gauge_vec(&r, "apitap_sink_spool_pending_alerts", "Alerts spooled and not yet acknowledged, by sink.", &["sink"]),
             learning_state: gauge_vec(&r, "apitap_baseline_learning_state", "1 for the current state of the baseline, 0 for the others.", &["state"]),
             model_age: {
                 let g = GaugeVec::new(Opts::new("apitap_baseline_model_age_seconds", "Packet time since a model was last updated."), &["model"]).expect("valid metric name");
@@ -281,6 +319,89 @@ pub fn add(v: &GenericGaugeVec<prometheus::core::AtomicI64>, labels: &[&str], de
     if let Ok(g) = v.get_metric_with_label_values(labels) {
         g.add(delta);
     }
+}
+
+/// The `sink` label of an alert sink: its type for the local sinks (`file`, `stdout`), type and
+/// configured name for network sinks (`webhook-siem`). Bounded by the configuration.
+pub fn sink_label(kind: SinkKind, name: &str) -> String {
+    if name == kind.name() {
+        name.to_owned()
+    } else {
+        format!("{kind}-{name}")
+    }
+}
+
+/// Copies the alert pipeline's own counters ([`PipelineCounters`], [`SinkCounters`]) into the
+/// metric families, on every scrape.
+///
+/// The sinks count in plain atomics on their own tasks; copying at scrape time keeps the
+/// exported values exact without the sinks knowing about Prometheus. Counters are advanced by
+/// the difference to what is exported (they only grow), gauges are set. One lock serialises
+/// concurrent scrapes so no difference is added twice.
+///
+/// [`SinkCounters`]: crate::alert::SinkCounters
+pub struct AlertPublisher {
+    pipeline: Arc<PipelineCounters>,
+    sinks: Vec<(String, SinkStats)>,
+    lock: Mutex<()>,
+}
+
+impl AlertPublisher {
+    /// Takes the counters of `pipeline`'s sinks; every sink's series reads 0 from now on.
+    pub fn new(pipeline: &AlertPipeline, m: &Metrics) -> AlertPublisher {
+        let p = AlertPublisher {
+            pipeline: pipeline.counters().clone(),
+            sinks: pipeline
+                .sinks()
+                .iter()
+                .map(|s| (sink_label(s.kind, &s.name), s.clone()))
+                .collect(),
+            lock: Mutex::new(()),
+        };
+        p.publish(m);
+        p
+    }
+
+    /// Brings every alert family of `m` up to the pipeline's current counts.
+    pub fn publish(&self, m: &Metrics) {
+        // A poisoned lock only means a scrape panicked mid-copy; the copy is idempotent.
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        advance(&m.alert_submitted, load(&self.pipeline.submitted));
+        advance(&m.alert_invalid, load(&self.pipeline.invalid));
+        for (label, s) in &self.sinks {
+            let c = s.counters.snapshot();
+            for (family, now) in [
+                (&m.sink_deliveries, c.delivered),
+                (&m.sink_retries, c.retries),
+                (&m.sink_failures, c.failures),
+                (&m.sink_queue_drops, c.queue_drops),
+                (&m.sink_rejected, c.rejected),
+                (&m.sink_spool_drops, c.spool_drops),
+                (&m.sink_oversize_drops, c.oversize_drops),
+                (&m.sink_spool_corrupt, c.spool_corrupt_records),
+                (&m.sink_rotations, c.rotations),
+            ] {
+                if let Ok(counter) = family.get_metric_with_label_values(&[label]) {
+                    advance(&counter, now);
+                }
+            }
+            for (family, now) in [
+                (&m.sink_queue_depth, c.queue_depth),
+                (&m.sink_spool_bytes, c.spool_bytes),
+                (&m.sink_spool_pending, c.spool_pending),
+            ] {
+                if let Ok(g) = family.get_metric_with_label_values(&[label]) {
+                    g.set(i64::try_from(now).unwrap_or(i64::MAX));
+                }
+            }
+        }
+    }
+}
+
+/// Raises an exported counter to `now`; never lowers it.
+fn advance(c: &IntCounter, now: u64) {
+    c.inc_by(now.saturating_sub(c.get()));
 }
 
 /// Publishes one engine's counters as deltas from what it published last.
@@ -419,6 +540,18 @@ mod tests {
         inc(&m.sink_retries, &["webhook"], 1);
         inc(&m.sink_failures, &["webhook"], 1);
         add(&m.sink_queue_depth, &["webhook"], 1);
+        for family in [
+            &m.sink_queue_drops,
+            &m.sink_rejected,
+            &m.sink_spool_drops,
+            &m.sink_oversize_drops,
+            &m.sink_spool_corrupt,
+            &m.sink_rotations,
+        ] {
+            inc(family, &["webhook"], 1);
+        }
+        add(&m.sink_spool_bytes, &["webhook"], 1);
+        add(&m.sink_spool_pending, &["webhook"], 1);
         add(&m.learning_state, &["learning"], 1);
         m.model_age.with_label_values(&["baseline"]).set(1.0);
         inc(&m.http_route_transactions, &[OTHER_ROUTE, "2xx"], 1);
@@ -431,7 +564,7 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .filter_map(|l| l.split_once(' '))
             .collect();
-        assert_eq!(families.len(), 35, "{families:?}");
+        assert_eq!(families.len(), 45, "{families:?}");
         for (name, kind) in families {
             assert!(name.starts_with("apitap_"), "{name}");
             let parts: Vec<&str> = name.split('_').collect();
@@ -547,5 +680,81 @@ mod tests {
             assert_eq!(tcp, want as f64);
             assert!(st.stream.gaps > 0, "the impaired capture has gaps to count");
         }
+    }
+
+    /// Every sink counter reaches its family under the sink's label, exactly, however often it
+    /// is scraped.
+    #[test]
+    fn alert_publisher_copies_the_sink_counters() {
+        use crate::alert::config::{FileSinkConfig, SinksConfig};
+        use crate::alert::{Alert, AlertKind, Client, Endpoint};
+        use crate::common::Timestamp;
+
+        let sample = |i: u8, base: Timestamp| {
+            let mut a = Alert::new(
+                AlertKind::Bola,
+                Endpoint {
+                    host: "api.example.com".into(),
+                    method: "GET".into(),
+                    route: "/users/{id}".into(),
+                },
+                Client {
+                    ip: std::net::IpAddr::from([10, 0, 0, i]),
+                    identity: None,
+                    role: None,
+                },
+                base,
+            );
+            a.summary = format!("Alert {i}.");
+            a
+        };
+
+        let dir = std::env::temp_dir().join(format!("apitap-metrics-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let cfg = SinksConfig {
+            file: Some(FileSinkConfig {
+                path: dir.join("alerts.jsonl"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let pipeline = AlertPipeline::new(&cfg).expect("file sink starts");
+        let m = Metrics::new();
+        let publisher = AlertPublisher::new(&pipeline, &m);
+        let s = samples(&m.render());
+        assert_eq!(
+            s.get("apitap_sink_deliveries_total{sink=\"file\"}"),
+            Some(&0.0)
+        );
+        assert_eq!(s.get("apitap_sink_spool_bytes{sink=\"file\"}"), Some(&0.0));
+
+        let base = Timestamp::from_secs_nanos(1_700_000_000, 0);
+        for i in 0..7 {
+            pipeline.submit(sample(i, base)).expect("valid alert");
+        }
+        let mut bad = sample(7, base);
+        bad.summary.clear();
+        assert!(pipeline.submit(bad).is_err());
+        let report = pipeline.shutdown();
+        assert_eq!(report.sinks[0].2.delivered, 7);
+        for _ in 0..3 {
+            publisher.publish(&m);
+        }
+        let s = samples(&m.render());
+        assert_eq!(s["apitap_alert_submitted_total"], 7.0);
+        assert_eq!(s["apitap_alert_invalid_total"], 1.0);
+        assert_eq!(s["apitap_sink_deliveries_total{sink=\"file\"}"], 7.0);
+        assert_eq!(s["apitap_sink_queue_depth_alerts{sink=\"file\"}"], 0.0);
+        assert_eq!(s["apitap_sink_queue_drops_total{sink=\"file\"}"], 0.0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sink_labels_name_type_and_configured_name() {
+        assert_eq!(sink_label(SinkKind::File, "file"), "file");
+        assert_eq!(sink_label(SinkKind::Stdout, "stdout"), "stdout");
+        assert_eq!(sink_label(SinkKind::Webhook, "siem"), "webhook-siem");
+        assert_eq!(sink_label(SinkKind::Alertmanager, "am"), "alertmanager-am");
     }
 }
