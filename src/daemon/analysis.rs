@@ -415,7 +415,7 @@ pub(crate) mod tests {
                 route: "/accounts/{id}".into(),
             },
             Client {
-                ip: std::net::IpAddr::from([192, 0, 2, i]),
+                ip: Some(std::net::IpAddr::from([192, 0, 2, i])),
                 identity: Some(format!("user:{i:04x}")),
                 role: None,
             },

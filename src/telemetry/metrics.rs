@@ -699,7 +699,7 @@ mod tests {
                     route: "/users/{id}".into(),
                 },
                 Client {
-                    ip: std::net::IpAddr::from([10, 0, 0, i]),
+                    ip: Some(std::net::IpAddr::from([10, 0, 0, i])),
                     identity: None,
                     role: None,
                 },
