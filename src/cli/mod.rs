@@ -122,6 +122,15 @@ pub struct GenerateArgs {
     /// Write every bundled capture into this directory instead.
     #[arg(long, conflicts_with = "out")]
     pub bundled: Option<PathBuf>,
+    /// Security scenarios: capture length in hours (default 4 for security-train, 1 otherwise).
+    #[arg(long)]
+    pub hours: Option<f64>,
+    /// Security scenarios: write the incident labels (JSON Lines) to this file.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Security scenarios: write the API's OpenAPI 3.0 spec (YAML) to this file.
+    #[arg(long)]
+    pub spec_out: Option<PathBuf>,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -260,6 +269,9 @@ fn generate(args: GenerateArgs) -> Result<()> {
             .with_context(|| format!("{}: writing captures", dir.display()))?;
         return Ok(());
     }
+    if let Some(sc) = synth::security::SecurityScenario::from_name(&args.scenario) {
+        return generate_security(sc, &args);
+    }
     let file = std::fs::File::create(&args.out)
         .with_context(|| format!("{}: cannot create", args.out.display()))?;
     let truth = match &args.truth {
@@ -275,6 +287,11 @@ fn generate(args: GenerateArgs) -> Result<()> {
             synth::Scenario::ALL
                 .iter()
                 .map(|s| s.name())
+                .chain(
+                    synth::security::SecurityScenario::ALL
+                        .iter()
+                        .map(|s| s.name())
+                )
                 .collect::<Vec<_>>()
                 .join(", ")
         )
@@ -289,6 +306,45 @@ fn generate(args: GenerateArgs) -> Result<()> {
         summary.bytes,
         summary.transactions,
         summary.connections,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn generate_security(
+    scenario: crate::synth::security::SecurityScenario,
+    args: &GenerateArgs,
+) -> Result<()> {
+    use crate::synth::security;
+    if let Some(h) = args.hours {
+        if !(h > 0.0 && h <= 24.0) {
+            anyhow::bail!("--hours {h}: must be more than 0 and at most 24");
+        }
+    }
+    if let Some(p) = &args.spec_out {
+        std::fs::write(p, security::spec::SPEC_YAML)
+            .with_context(|| format!("{}: cannot write", p.display()))?;
+    }
+    let file = std::fs::File::create(&args.out)
+        .with_context(|| format!("{}: cannot create", args.out.display()))?;
+    let labels = match &args.labels {
+        Some(p) => Some(
+            std::fs::File::create(p).with_context(|| format!("{}: cannot create", p.display()))?,
+        ),
+        None => None,
+    };
+    let mut opts = security::SecurityOptions::new(scenario, args.seed);
+    opts.hours = args.hours;
+    let s = security::generate(&opts, file, labels)
+        .with_context(|| format!("{}: writing capture", args.out.display()))?;
+    eprintln!(
+        "apitap: wrote {} packets, {} bytes, {} transactions ({} by {} incidents) in {} connections to {}",
+        s.packets,
+        s.bytes,
+        s.transactions,
+        s.attack_transactions,
+        s.incidents,
+        s.connections,
         args.out.display()
     );
     Ok(())

@@ -304,7 +304,7 @@ const HOST: &str = "api.shop.example";
 const LB_HEALTH: Ipv4Addr = Ipv4Addr::new(10, 0, 10, 1);
 
 /// RFC 4648 base64url without padding, as JWTs use.
-fn base64url(data: &[u8]) -> String {
+pub(crate) fn base64url(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for c in data.chunks(3) {
@@ -333,7 +333,7 @@ fn uuid(r: &mut Rng) -> String {
 }
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT` for a Unix time (RFC 9110 IMF-fixdate).
-fn http_date(secs: u64) -> String {
+pub(crate) fn http_date(secs: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -1552,7 +1552,7 @@ impl PendingTruth {
 /// The client's ephemeral port for connection `serial`: a stride through the Linux ephemeral
 /// range (32768..61000) that is coprime with its size, so any 28,232 consecutive connections get
 /// distinct ports.
-fn ephemeral_port(serial: u64) -> u16 {
+pub(crate) fn ephemeral_port(serial: u64) -> u16 {
     const BASE: u64 = 32_768;
     const SPAN: u64 = 28_232;
     (BASE + serial.wrapping_mul(7_919) % SPAN) as u16

@@ -18,6 +18,7 @@ pub mod frame;
 mod oracle;
 pub mod pcap_writer;
 pub mod rng;
+pub mod security;
 pub mod tcp;
 
 pub use api::{Scenario, TruthRecord};
