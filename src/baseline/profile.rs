@@ -1036,6 +1036,36 @@ impl EndpointProfile {
         self.observe_caller(identity, object_ids, cfg);
     }
 
+    /// Learns what is cheap and must be exact from one transaction: the call count and rate,
+    /// the status, the auth scheme and roles, and the caller's objects; the bodies, parameters
+    /// and sizes are left out. Adaptation during detection uses it for most calls of a
+    /// well-learned endpoint (see `[detect] adapt_detail_every`): counts stay exact, shapes are
+    /// learned from a sample.
+    pub fn observe_counts(
+        &mut self,
+        tx: &Transaction,
+        identity: &Identity,
+        object_ids: &[&str],
+        cfg: &ProfileConfig,
+    ) {
+        if tx.request.is_none() {
+            self.counters.no_request = self.counters.no_request.saturating_add(1);
+            return;
+        }
+        super::count_call(
+            &mut self.calls,
+            &mut self.first_seen,
+            &mut self.last_seen,
+            &mut self.rate,
+            tx.ts(),
+        );
+        match tx.response.as_ref() {
+            Some(resp) => self.status.add(&resp.status.to_string()),
+            None => self.counters.no_response = self.counters.no_response.saturating_add(1),
+        }
+        self.observe_caller(identity, object_ids, cfg);
+    }
+
     fn observe_query(&mut self, uri: &str, cfg: &ProfileConfig) {
         self.query_params.begin_doc();
         let Some((_, qs)) = uri.split_once('?') else {

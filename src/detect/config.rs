@@ -13,6 +13,12 @@ pub struct DetectConfig {
     /// Keep learning while detecting, so baselines follow the API as it changes. Traffic that
     /// raised a finding, and all traffic of a client with an open incident, is never learned.
     pub adapt: bool,
+    /// While adapting, an endpoint's bodies, parameters and sizes are learned from one call in
+    /// this many once it has `adapt_full_calls` learned calls; counts, rates, statuses and
+    /// callers are learned from every call. 1 learns every call in full (slowest).
+    pub adapt_detail_every: u64,
+    /// Calls of an endpoint learned in full before sampling starts.
+    pub adapt_full_calls: u64,
     /// `apitap run` with a model younger than this (seconds between its first and last learned
     /// transaction) learns only, and starts detecting when the period is complete.
     pub learning_period_secs: u64,
@@ -27,6 +33,8 @@ impl Default for DetectConfig {
     fn default() -> Self {
         DetectConfig {
             adapt: true,
+            adapt_detail_every: 16,
+            adapt_full_calls: 10_000,
             learning_period_secs: 7 * 24 * 3600,
             max_json_bytes: 1 << 20,
             lifecycle: LifecycleConfig::default(),
@@ -74,6 +82,7 @@ impl DetectConfig {
     pub fn problems(&self) -> Vec<Problem> {
         let mut p = Problems::default();
         p.range("max_json_bytes", self.max_json_bytes, 1, 64 << 20);
+        p.range("adapt_detail_every", self.adapt_detail_every, 1, 1_000_000);
         p.range(
             "learning_period_secs",
             self.learning_period_secs,

@@ -32,6 +32,7 @@ use crate::model::learn::{LearnConfig, Learner, Prepared};
 use crate::model::Model;
 use crate::transaction::{Body, Request, Response, Transaction};
 use serde_json::{Map, Value};
+use std::cell::{Cell, OnceCell};
 
 pub use config::DetectConfig;
 use incident::Incidents;
@@ -160,15 +161,49 @@ pub struct Context<'a> {
     pub learner: &'a Learner,
     /// The OpenAPI spec given to `detect` or the daemon, if any.
     pub spec: Option<&'a Spec>,
-    /// The request body as JSON, when it is JSON and within `max_json_bytes`.
-    pub request_json: Option<&'a Value>,
-    /// The response body as JSON, when it is JSON and within `max_json_bytes`.
-    pub response_json: Option<&'a Value>,
     /// Request and response seen whole, without gaps.
     pub complete: bool,
+    /// JSON bodies, parsed on first use: most transactions need neither parsed.
+    request_json: OnceCell<Option<Value>>,
+    response_json: OnceCell<Option<Value>>,
+    max_json_bytes: usize,
+    json_too_large: Cell<u64>,
 }
 
 impl Context<'_> {
+    /// The request body as JSON, when it is JSON and within `max_json_bytes`; parsed once, on
+    /// the first call.
+    pub fn request_json(&self) -> Option<&Value> {
+        self.request_json
+            .get_or_init(|| {
+                let mut n = 0;
+                let v = parse_json(
+                    &self.req.body,
+                    &self.req.headers,
+                    self.max_json_bytes,
+                    &mut n,
+                );
+                self.json_too_large.set(self.json_too_large.get() + n);
+                v
+            })
+            .as_ref()
+    }
+
+    /// The response body as JSON, when it is JSON and within `max_json_bytes`; parsed once, on
+    /// the first call.
+    pub fn response_json(&self) -> Option<&Value> {
+        self.response_json
+            .get_or_init(|| {
+                let mut n = 0;
+                let v = self
+                    .resp
+                    .and_then(|r| parse_json(&r.body, &r.headers, self.max_json_bytes, &mut n));
+                self.json_too_large.set(self.json_too_large.get() + n);
+                v
+            })
+            .as_ref()
+    }
+
     /// `<flow id>#<depth>`: names this transaction in `apitap flows` output.
     pub fn sample_id(&self) -> String {
         format!("{}#{}", self.tx.conn.flow_id, self.tx.depth)
@@ -358,19 +393,27 @@ impl DetectEngine {
                 self.counters.withheld_from_learning =
                     self.counters.withheld_from_learning.saturating_add(1);
             } else {
-                self.learner.learn(tx, &prepared);
+                let detail = !detecting || self.detail_due(&prepared.key);
+                self.learner.learn_detail(tx, &prepared, detail);
                 self.counters.learned = self.counters.learned.saturating_add(1);
             }
         }
     }
 
+    /// Whether this call of an endpoint is learned in detail while detecting: every call of
+    /// an endpoint with fewer than `adapt_full_calls` learned, then one in `adapt_detail_every`.
+    fn detail_due(&self, key: &EndpointKey) -> bool {
+        match self.learner.endpoint(key) {
+            None => true,
+            Some(p) => {
+                p.calls < self.cfg.adapt_full_calls
+                    || p.calls % self.cfg.adapt_detail_every.max(1) == 0
+            }
+        }
+    }
+
     fn run_detectors(&mut self, tx: &Transaction, req: &Request, prepared: &Prepared) {
-        let max = self.cfg.max_json_bytes;
-        let mut too_large = 0u64;
-        let request_json = parse_json(&req.body, &req.headers, max, &mut too_large);
         let resp = tx.response.as_ref();
-        let response_json = resp.and_then(|r| parse_json(&r.body, &r.headers, max, &mut too_large));
-        self.counters.json_too_large = self.counters.json_too_large.saturating_add(too_large);
         let client = call_client(&prepared.identity);
         let cx = Context {
             tx,
@@ -394,13 +437,17 @@ impl DetectEngine {
                 .and_then(|s| self.learner.caller(s.as_str())),
             learner: &self.learner,
             spec: self.spec.as_ref(),
-            request_json: request_json.as_ref(),
-            response_json: response_json.as_ref(),
             complete: crate::daemon::analysis::is_complete(tx),
+            request_json: OnceCell::new(),
+            response_json: OnceCell::new(),
+            max_json_bytes: self.cfg.max_json_bytes,
+            json_too_large: Cell::new(0),
         };
         for d in &mut self.detectors {
             d.observe(&cx, &mut self.findings);
         }
+        let too_large = cx.json_too_large.get();
+        self.counters.json_too_large = self.counters.json_too_large.saturating_add(too_large);
     }
 
     /// Closes every open incident (end of input); their final alerts go to `out`.

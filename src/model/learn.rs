@@ -14,7 +14,8 @@
 //!
 //! Memory policy: the learner keeps an estimate of the bytes its profiles hold
 //! ([`Learner::memory_bytes`]), updated by the change in `heap_bytes()` of the one or two
-//! profiles each transaction touches, never by a walk over all of them. A caller is charged at
+//! profiles each transaction touches, never by a walk over all of them (an endpoint profile,
+//! costly to walk, is re-measured every `REMEASURE_EVERY` calls). A caller is charged at
 //! least `caller_reservation_bytes` from its first call, because a young caller profile grows
 //! several-fold as its hour-of-week series fills in. Callers give way
 //! first: a new caller is admitted only while the estimate is below the budget less
@@ -118,11 +119,26 @@ pub struct Prepared {
     pub object_ids: Vec<(String, String)>,
 }
 
+/// Walking a whole endpoint profile for its size costs more than learning one call into it, so
+/// a profile's size is measured when it is created and then every this many calls; in between
+/// the estimate lags by at most that many calls' growth per endpoint (each bounded by the
+/// profile's own limits).
+const REMEASURE_EVERY: u32 = 64;
+
+/// The bytes an endpoint profile is charged, and the calls learned since they were measured.
+#[derive(Clone, Copy, Debug)]
+struct Charge {
+    bytes: usize,
+    since: u32,
+}
+
 pub struct Learner {
     cfg: LearnConfig,
     identity: IdentityExtractor,
     routes: RouteLearner,
-    endpoints: HashMap<EndpointKey, EndpointProfile>,
+    /// Each profile with the bytes it is charged and the calls learned since they were
+    /// measured.
+    endpoints: HashMap<EndpointKey, (EndpointProfile, Charge)>,
     callers: HashMap<String, CallerProfile>,
     /// Sum of [`endpoint_bytes`] and [`caller_bytes`] over all entries, kept up to date by
     /// the change of the entries each transaction touches.
@@ -135,14 +151,20 @@ impl Learner {
     pub fn new(model: Model, identity: IdentityExtractor, cfg: LearnConfig) -> Learner {
         let mut model = model;
         let routes = std::mem::take(&mut model.routes);
-        let endpoints: HashMap<EndpointKey, EndpointProfile> =
-            std::mem::take(&mut model.endpoints).into_iter().collect();
+        let endpoints: HashMap<EndpointKey, (EndpointProfile, Charge)> =
+            std::mem::take(&mut model.endpoints)
+                .into_iter()
+                .map(|(k, p)| {
+                    let bytes = endpoint_bytes(&k, &p);
+                    (k, (p, Charge { bytes, since: 0 }))
+                })
+                .collect();
         let callers: HashMap<String, CallerProfile> =
             std::mem::take(&mut model.callers).into_iter().collect();
         // The one full walk: a loaded model's profiles count against the budget from the start.
         let memory_bytes = endpoints
-            .iter()
-            .map(|(k, p)| endpoint_bytes(k, p))
+            .values()
+            .map(|(_, c)| c.bytes)
             .chain(
                 callers
                     .iter()
@@ -227,6 +249,12 @@ impl Learner {
 
     /// Folds a prepared transaction into the endpoint and caller profiles.
     pub fn learn(&mut self, tx: &Transaction, prepared: &Prepared) {
+        self.learn_detail(tx, prepared, true);
+    }
+
+    /// [`Learner::learn`], with the endpoint's bodies, parameters and sizes learned only when
+    /// `detail` (see [`EndpointProfile::observe_counts`]); counts and the caller profile always.
+    pub fn learn_detail(&mut self, tx: &Transaction, prepared: &Prepared, detail: bool) {
         if tx.has_flag("partial") {
             let c = &mut self.model.counters;
             c.partial = c.partial.saturating_add(1);
@@ -263,17 +291,27 @@ impl Learner {
             }
         }
         let (before, after) = match self.endpoints.get_mut(key) {
-            Some(p) => {
-                let before = endpoint_bytes(key, p);
-                p.observe(tx, identity, &ids, &self.cfg.profile);
-                (before, endpoint_bytes(key, p))
+            Some((p, charge)) => {
+                if detail {
+                    p.observe(tx, identity, &ids, &self.cfg.profile);
+                } else {
+                    p.observe_counts(tx, identity, &ids, &self.cfg.profile);
+                }
+                let before = charge.bytes;
+                charge.since += 1;
+                if charge.since >= REMEASURE_EVERY {
+                    charge.bytes = endpoint_bytes(key, p);
+                    charge.since = 0;
+                }
+                (before, charge.bytes)
             }
             None => {
                 let mut p = EndpointProfile::new(&self.cfg.profile);
                 p.observe(tx, identity, &ids, &self.cfg.profile);
-                let after = endpoint_bytes(key, &p);
-                self.endpoints.insert(key.clone(), p);
-                (0, after)
+                let bytes = endpoint_bytes(key, &p);
+                self.endpoints
+                    .insert(key.clone(), (p, Charge { bytes, since: 0 }));
+                (0, bytes)
             }
         };
         self.account(before, after);
@@ -282,7 +320,7 @@ impl Learner {
 
     /// The profile of an endpoint, as learned so far.
     pub fn endpoint(&self, key: &EndpointKey) -> Option<&EndpointProfile> {
-        self.endpoints.get(key)
+        self.endpoints.get(key).map(|(p, _)| p)
     }
 
     /// The profile of a caller (subject pseudonym), as learned so far.
@@ -303,7 +341,7 @@ impl Learner {
 
     /// Endpoint profiles held now, in no particular order.
     pub fn endpoints(&self) -> impl Iterator<Item = (&EndpointKey, &EndpointProfile)> {
-        self.endpoints.iter()
+        self.endpoints.iter().map(|(k, (p, _))| (k, p))
     }
 
     /// Folds one call into its caller's profile, admitting a new caller only under the
@@ -344,7 +382,8 @@ impl Learner {
         } = self;
         // Merge in key order: float sums depend on order, and a model must be byte-identical for
         // the same input (the hash map's order is random per process).
-        let mut endpoints: Vec<(EndpointKey, EndpointProfile)> = endpoints.into_iter().collect();
+        let mut endpoints: Vec<(EndpointKey, EndpointProfile)> =
+            endpoints.into_iter().map(|(k, (p, _))| (k, p)).collect();
         endpoints.sort_by(|a, b| a.0.cmp(&b.0));
         let mut merged: HashMap<EndpointKey, EndpointProfile> = HashMap::new();
         for (mut key, profile) in endpoints {
@@ -526,8 +565,8 @@ mod tests {
         }
         let walk = l
             .endpoints
-            .iter()
-            .map(|(k, p)| endpoint_bytes(k, p))
+            .values()
+            .map(|(_, c)| c.bytes)
             .chain(l.callers.iter().map(|(k, p)| caller_bytes(k, p, 8 << 10)))
             .sum::<usize>();
         assert_eq!(l.memory_bytes(), walk);

@@ -82,7 +82,10 @@ pub fn matches(label: &Label, alert: &Alert) -> bool {
         .saturating_sub(Duration::from_secs(EARLY_SECS).as_nanos());
     let to = label.end.add(Duration::from_secs(LATE_SECS)).as_nanos();
     let overlaps = alert.first_seen.as_nanos() <= to && alert.last_seen.as_nanos() >= from;
-    let client = label.client_ip.is_none_or(|ip| ip == alert.client.ip);
+    // An alert about an endpoint as a whole (no client) is judged on time and route alone.
+    let client = label
+        .client_ip
+        .is_none_or(|ip| alert.client.ip.is_none_or(|a| a == ip));
     let route = match &label.route {
         None => true,
         Some(r) => alert.endpoint.route == "*" || normalise(r) == normalise(&alert.endpoint.route),
@@ -172,7 +175,7 @@ impl fmt::Display for Score {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{CaptureQuality, Client, Endpoint, Severity};
+    use crate::alert::{Client, Endpoint, Severity};
     use crate::common::Timestamp;
     use std::net::IpAddr;
 
@@ -211,7 +214,7 @@ mod tests {
                 route: route.into(),
             },
             client: Client {
-                ip: ip.parse::<IpAddr>().unwrap(),
+                ip: Some(ip.parse::<IpAddr>().unwrap()),
                 identity: None,
                 role: None,
             },
@@ -219,7 +222,7 @@ mod tests {
             first_seen: ts(seen.0),
             last_seen: ts(seen.1),
             count: 1,
-            capture_quality: CaptureQuality::Good,
+            capture_quality: 1.0,
         }
     }
 
