@@ -3,9 +3,12 @@
 //! A [`Mixture`] is a small Gaussian mixture model over robustly standardised feature vectors:
 //! each feature is centred on its training median and divided by its spread (interquartile
 //! range, never below a floor, so a feature that was constant in training does not turn every
-//! later wobble into an infinite surprise). linfa's `GaussianMixtureModel` does the EM fit,
-//! seeded with a fixed xoshiro seed and a random (not k-means) start, so a fit is a pure function
-//! of its sorted input and spawns no threads; it has no log-likelihood method, so [`Scorer`]
+//! later wobble into an infinite surprise). linfa's `GaussianMixtureModel` does the EM fit from
+//! a k-means++ start, seeded with a fixed xoshiro seed, so a fit is a pure function of its sorted
+//! input. (linfa's random start was tried: uniform random responsibilities leave every component
+//! at the global mean, and EM stops before the symmetry breaks. Its k-means runs the assignment
+//! step on rayon's pool, row by row, so the result does not depend on the thread count; fits
+//! only happen in `apitap learn`.) linfa has no log-likelihood method, so [`Scorer`]
 //! computes the negative log-density from the stored weights, means and covariances with its own
 //! Cholesky factors (at most [`MAX_DIM`] features: a few hundred flops per score, no allocation).
 //!
@@ -138,7 +141,7 @@ pub fn fit(samples: &[Vec<f64>], dim: usize, p: &FitParams) -> Result<Mixture, F
     for k in (1..=p.components.clamp(1, MAX_COMPONENTS).min(n / 5).max(1)).rev() {
         let params = GaussianMixtureModel::params(k)
             .with_rng(Xoshiro256Plus::seed_from_u64(SEED))
-            .init_method(GmmInitMethod::Random)
+            .init_method(GmmInitMethod::KMeans)
             .n_runs(1)
             .tolerance(1e-4)
             .reg_covariance(p.reg_covariance)
@@ -432,6 +435,7 @@ mod tests {
         let mut p = params();
         p.min_scale = [0.1; MAX_DIM];
         p.min_excess = 5.0;
+        p.reg_covariance = 1.0;
         let a = fit(&train, 3, &p).unwrap();
         let b = fit(&train, 3, &p).unwrap();
         assert_eq!(

@@ -206,7 +206,10 @@ impl LearnedConfig {
         FitParams {
             components: self.components,
             max_iterations: self.max_fit_iterations,
-            reg_covariance: 1e-3,
+            // Standardised units: every component spreads at least one feature floor in each
+            // direction, so a feature constant in training does not make its first wobble an
+            // infinite surprise (EM would shrink such a component to a point).
+            reg_covariance: 1.0,
             min_scale: floor,
             false_alarm_rate: self.false_alarm_rate,
             margin: self.threshold_margin,
@@ -216,7 +219,7 @@ impl LearnedConfig {
 }
 
 /// A bottom-k sample: the `cap` vectors with the smallest hashes of all offered.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reservoir {
     /// Vectors offered in total.
@@ -226,6 +229,13 @@ pub struct Reservoir {
     /// Index of the largest hash while full; rebuilt after load.
     #[serde(skip)]
     max_at: Option<usize>,
+}
+
+/// Equal when they hold the same samples (the cached index of the largest is not content).
+impl PartialEq for Reservoir {
+    fn eq(&self, other: &Reservoir) -> bool {
+        self.seen == other.seen && self.samples == other.samples
+    }
 }
 
 impl Reservoir {
