@@ -464,7 +464,8 @@ mod tests {
             samples: 0,
         };
         assert!(Scorer::new(&good).is_ok());
-        let cases: Vec<(&str, Box<dyn Fn(&mut Mixture)>)> = vec![
+        type Breaker = Box<dyn Fn(&mut Mixture)>;
+        let cases: Vec<(&str, Breaker)> = vec![
             (
                 "negative variance",
                 Box::new(|m| m.covariances[0][0] = -1.0),

@@ -13,10 +13,14 @@
 //! [`LearnedDetector`] scores every request of a modelled endpoint and raises
 //! `parameter_anomaly` when the shape scores above its endpoint's threshold *and* one
 //! parameter departs from its learned value shape (the explainable part, named in the
-//! evidence); it scores each client's open window after every call and raises, client-scoped,
-//! `volume_spike` (requests or response bytes dominate), `bola` (distinct objects) or
-//! `recon_scan` (distinct endpoints or error share) when the window scores above the caller
-//! threshold and its dominant feature is beyond the training 99.9th percentile.
+//! evidence); it scores each client's open window after every call (so a window is judged
+//! while it is open, and its last call sees it as it closes) and, when it scores above the
+//! caller threshold, raises a client-scoped finding named after the feature that explains it,
+//! among those beyond their training 99.9th percentile: `bola` for distinct objects or
+//! `recon_scan` for distinct endpoints (many requests over many objects is an enumeration,
+//! over many paths a scan, before it is volume), then `recon_scan` for the error share, then
+//! `volume_spike` for requests or response bytes. A window over the threshold with no feature
+//! beyond its 99.9th percentile is counted, not raised.
 //!
 //! Invariants: reservoirs are bottom-k samples by a hash of (endpoint or client, time,
 //! sequence), so which vectors are kept does not depend on a random generator or on hash-map

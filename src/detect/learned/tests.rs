@@ -188,8 +188,10 @@ fn identity() -> IdentityExtractor {
 }
 
 fn small_config() -> DetectConfig {
-    let mut c = DetectConfig::default();
-    c.adapt = false;
+    let mut c = DetectConfig {
+        adapt: false,
+        ..DetectConfig::default()
+    };
     c.learned.max_window_samples = 5000;
     c
 }
@@ -616,4 +618,54 @@ fn scoring_cost_per_transaction() {
         "scoring costs {} ns/tx",
         with - base
     );
+}
+
+#[test]
+fn bad_learned_settings_are_each_named() {
+    let mut c = DetectConfig::default();
+    c.learned.false_alarm_rate = 0.0;
+    c.learned.components = 9;
+    c.learned.max_endpoint_samples = 10;
+    c.learned.window_secs = 0;
+    let e = c.validate().unwrap_err();
+    for key in [
+        "learned.false_alarm_rate = 0:",
+        "learned.components = 9:",
+        "learned.max_endpoint_samples = 10:",
+        "learned.window_secs = 0:",
+    ] {
+        assert!(e.contains(key), "{key} in {e}");
+    }
+    assert!(DetectConfig::default().validate().is_ok());
+}
+
+proptest::proptest! {
+    /// Whatever a request carries, the shape walk ends, stays within its cap and gives
+    /// finite features; windows take any status and size.
+    #[test]
+    fn shape_scans_of_arbitrary_requests_are_finite(
+        uri in "/[ -~]{0,80}",
+        body in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+        json in proptest::option::of("[\\[\\]{}\":,0-9a-z ]{0,120}"),
+        status in 0u16..1000,
+        bytes in proptest::num::u64::ANY,
+    ) {
+        let (_, trained) = world();
+        let profile = world().0.endpoints.first().map(|(_, p)| p);
+        let mut r = attacker_get(uri, 0);
+        if let Some(req) = r.request.as_mut() {
+            req.body.data = body;
+        }
+        let parsed: Option<Value> = json.as_deref().and_then(|j| serde_json::from_str(j).ok());
+        let req = r.request.as_ref().unwrap();
+        let scan = features::ShapeScanner::default().scan(req, parsed.as_ref(), &[], profile, 16);
+        proptest::prop_assert!(scan.features.iter().all(|f| f.is_finite()));
+        for (_, m) in &trained.shapes {
+            proptest::prop_assert!(Scorer::new(m).unwrap().score(&scan.features).is_finite());
+        }
+        let mut w = Window::new(Timestamp::ZERO);
+        w.add(1, &[("id".into(), "x".into())], status, bytes, 4);
+        w.add(2, &[], status, bytes, 4);
+        proptest::prop_assert!(w.features().iter().all(|f| f.is_finite()));
+    }
 }
