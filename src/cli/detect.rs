@@ -7,6 +7,7 @@
 
 use crate::alert::{Alert, AlertKind};
 use crate::capture::OfflineSource;
+use crate::detect::learned::TrainedModel;
 use crate::detect::{DetectEngine, DetectEnv};
 use crate::engine::Engine;
 use crate::identity::IdentityExtractor;
@@ -79,9 +80,17 @@ pub fn detect(args: DetectArgs) -> Result<()> {
         }
         None => None,
     };
+    let trained = TrainedModel::load(&args.model)?;
+    if trained.is_none() {
+        eprintln!(
+            "apitap: {}: no learned models, so the learned detectors are off; `apitap learn` writes them.",
+            TrainedModel::file(&args.model).display()
+        );
+    }
     let env = DetectEnv {
         spec,
         geoip: args.geoip.clone(),
+        trained,
     };
     let mut det = DetectEngine::new(model, identity, cfg.detect.clone(), env)
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -2,6 +2,7 @@
 //! and report learned models.
 
 use crate::capture::OfflineSource;
+use crate::detect::learned::{TrainedModel, Trainer};
 use crate::engine::Engine;
 use crate::identity::IdentityExtractor;
 use crate::inventory::report;
@@ -136,22 +137,43 @@ pub fn learn(args: LearnArgs) -> Result<()> {
     } else {
         Model::new(&args.sensor, &key_id, routes)
     };
+    // The learned detectors' samples travel with the model: extending one extends both.
+    let previous = TrainedModel::load(&args.model)?;
+    let mut trainer = Trainer::new(&cfg.detect, previous);
     let mut learner = Learner::new(model, identity, LearnConfig::default());
     let mut source = OfflineSource::open(&args.pcaps)?;
     let mut engine = Engine::new(cfg.engine());
     let mut batch = Vec::new();
+    let mut learn = |learner: &mut Learner, t: &crate::transaction::Transaction| {
+        if let Some(p) = learner.prepare(t, true) {
+            trainer.observe(t, &p, learner.endpoint(&p.key));
+            learner.learn(t, &p);
+        }
+    };
     while let Some(pkt) = source.next_packet() {
         engine.process(&pkt, &mut batch);
         for t in batch.drain(..) {
-            learner.observe(&t);
+            learn(&mut learner, &t);
         }
     }
     engine.finish(&mut batch);
     for t in batch.drain(..) {
-        learner.observe(&t);
+        learn(&mut learner, &t);
     }
     let model = learner.finish();
+    let trained = trainer.finish(&model);
     model.save(&args.model)?;
+    trained.save(&args.model)?;
+    eprintln!(
+        "apitap: learned models: {} endpoint shape models, caller-window model {}: {}",
+        trained.shapes.len(),
+        if trained.callers.is_some() {
+            "fitted"
+        } else {
+            "not fitted (too few windows)"
+        },
+        TrainedModel::file(&args.model).display()
+    );
     eprintln!(
         "apitap: learned {} transactions ({} in this model) into {} endpoints: {}",
         engine.transactions,

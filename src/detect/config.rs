@@ -27,6 +27,8 @@ pub struct DetectConfig {
     pub max_json_bytes: usize,
     /// Incident grouping, cooldown, suppression rules and the global alert rate limit.
     pub lifecycle: LifecycleConfig,
+    /// Learned models: request shapes per endpoint, caller windows across callers.
+    pub learned: super::learned::LearnedConfig,
 }
 
 impl Default for DetectConfig {
@@ -38,6 +40,7 @@ impl Default for DetectConfig {
             learning_period_secs: 7 * 24 * 3600,
             max_json_bytes: 1 << 20,
             lifecycle: LifecycleConfig::default(),
+            learned: super::learned::LearnedConfig::default(),
         }
     }
 }
@@ -101,6 +104,7 @@ impl DetectConfig {
         if let Err(e) = super::incident::Incidents::new(l) {
             p.fail("lifecycle.suppress", "[...]", e);
         }
+        self.learned.check(&mut p);
         p.0
     }
 

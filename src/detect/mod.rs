@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod incident;
+pub mod learned;
 
 use crate::alert::{Alert, AlertKind, Client, Endpoint, Severity};
 use crate::baseline::caller::CallerProfile;
@@ -250,6 +251,8 @@ pub struct DetectEnv {
     pub spec: Option<Spec>,
     /// A MaxMind-format database for impossible travel.
     pub geoip: Option<std::path::PathBuf>,
+    /// The learned models (`<model>/detect.json`); `None` turns the learned detectors off.
+    pub trained: Option<learned::TrainedModel>,
 }
 
 /// Why the engine could not start.
@@ -496,11 +499,14 @@ fn parse_json(
 /// The detectors the configuration enables, in a fixed order (findings, hence alerts, come
 /// out in this order for one transaction).
 fn build_detectors(
-    _cfg: &DetectConfig,
-    _env: &DetectEnv,
+    cfg: &DetectConfig,
+    env: &DetectEnv,
     _model: &Model,
 ) -> Result<Vec<Box<dyn Detector>>, DetectError> {
-    let detectors: Vec<Box<dyn Detector>> = Vec::new();
+    let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
+    if let Some(t) = env.trained.as_ref().filter(|_| cfg.learned.enabled) {
+        detectors.push(Box::new(learned::LearnedDetector::new(&cfg.learned, t)));
+    }
     Ok(detectors)
 }
 
