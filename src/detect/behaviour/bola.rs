@@ -9,17 +9,22 @@
 //! learning (support staff legitimately read many accounts). Endpoints learned from fewer than
 //! `min_baseline_callers` callers are judged on the floor alone.
 //!
+//! Only identified callers are judged: object authorisation is about identities, and an
+//! anonymous walk over objects is public data or scraping (recon_scan, volume_spike).
+//!
 //! Ownership raises confidence: object ids returned to an identity by a collection endpoint
-//! (`GET /accounts` listing the caller's accounts) or first reached by that identity's own
-//! successful calls are recorded as owned by it, in a bounded map (oldest evicted, counted).
-//! Objects in the window owned by someone else are the `foreign_objects` of the evidence.
+//! (`GET /accounts` listing the caller's accounts) or, more weakly, first reached by that
+//! identity's own successful calls are recorded as owned by it, in a bounded map (oldest
+//! evicted, counted). An object listed to two different identities is shared (a catalogue
+//! entry) and foreign to nobody. Objects in the window owned by someone else are the
+//! `foreign_objects` of the evidence.
 //!
 //! Invariants: state is bounded by `max_windows` × `max_objects_per_window` ids plus
 //! `max_owned_objects` owners; ids are hashed for state (object ids are not secrets, but hashing
 //! keeps the per-transaction cost allocation-free); at most 10 raw ids per window are kept, for
 //! the evidence.
 
-use super::{client_hash, endpoint_hash, key_hash, Inserted, RecentSet, Table};
+use super::{endpoint_hash, key_hash, Inserted, RecentSet, Table};
 use crate::alert::{AlertKind, Severity};
 use crate::baseline::profile::EndpointProfile;
 use crate::detect::config::Problems;
@@ -44,6 +49,8 @@ pub struct BolaConfig {
     /// Absolute floor: fewer distinct objects in the window never alert.
     pub min_distinct_objects: usize,
     /// Quantile of the learned distinct-objects-per-caller distribution used as the baseline.
+    /// It describes the bulk of callers: the few that legitimately reach many objects (support
+    /// staff) are judged by their own learned count instead, so they must not set everyone's.
     pub baseline_quantile: f64,
     /// The baseline quantile times this is the learned threshold.
     pub baseline_multiplier: f64,
@@ -70,7 +77,7 @@ impl Default for BolaConfig {
             enabled: true,
             window_secs: 300,
             min_distinct_objects: 20,
-            baseline_quantile: 0.99,
+            baseline_quantile: 0.9,
             baseline_multiplier: 3.0,
             min_baseline_callers: 20,
             max_windows: 100_000,
@@ -153,6 +160,8 @@ struct Window {
     objects: RecentSet,
     /// The first distinct raw ids of the current run of activity.
     sample: Vec<String>,
+    /// Distinct objects the caller reached while learning, read when the run began.
+    own_learned: f64,
 }
 
 /// The learned part of an endpoint's threshold.
@@ -165,27 +174,52 @@ struct Baseline {
     span_secs: f64,
 }
 
-/// Object id -> owner, both hashed; oldest first out.
+/// The owner of an object listed to several identities: a shared or public object (a product
+/// catalogue entry), never foreign to anyone.
+const SHARED: u64 = 0;
+
+/// Object id -> (owner, whether a collection listed it to the owner), both hashed; oldest
+/// first out.
 #[derive(Debug, Default)]
 struct Owners {
-    map: HashMap<u64, u64>,
+    map: HashMap<u64, (u64, bool)>,
     order: VecDeque<u64>,
 }
 
 impl Owners {
-    fn get(&self, id: u64) -> Option<u64> {
-        self.map.get(&id).copied()
+    /// The owner of `id`, unless unknown or shared.
+    fn owner(&self, id: u64) -> Option<u64> {
+        self.map.get(&id).map(|&(o, _)| o).filter(|&o| o != SHARED)
     }
 
-    /// Records `owner` for `id` (replacing an earlier owner when `replace`); returns whether an
-    /// older entry was evicted to make room.
-    fn set(&mut self, id: u64, owner: u64, replace: bool, cap: usize) -> bool {
-        if let Some(o) = self.map.get_mut(&id) {
-            if replace {
-                *o = owner;
+    /// A collection listed `id` to `owner`: that beats a claim from a path; a second, different
+    /// identity listed the same object makes it shared. Returns whether an older entry was
+    /// evicted to make room.
+    fn listed(&mut self, id: u64, owner: u64, cap: usize) -> bool {
+        match self.map.get_mut(&id) {
+            Some(e) if !e.1 => {
+                *e = (owner, true);
+                false
             }
+            Some(e) => {
+                if e.0 != owner {
+                    e.0 = SHARED;
+                }
+                false
+            }
+            None => self.insert(id, (owner, true), cap),
+        }
+    }
+
+    /// `owner` reached `id` first, by its path: a weak claim, kept only if nobody has one.
+    fn claimed(&mut self, id: u64, owner: u64, cap: usize) -> bool {
+        if self.map.contains_key(&id) {
             return false;
         }
+        self.insert(id, (owner, false), cap)
+    }
+
+    fn insert(&mut self, id: u64, value: (u64, bool), cap: usize) -> bool {
         if cap == 0 {
             return false;
         }
@@ -199,7 +233,7 @@ impl Owners {
                 None => break,
             }
         }
-        self.map.insert(id, owner);
+        self.map.insert(id, value);
         self.order.push_back(id);
         evicted
     }
@@ -248,20 +282,18 @@ impl Bola {
 
     /// Records the ids a collection response returned to `owner`.
     fn harvest(&mut self, host: &str, owner: u64, body: &Value) {
-        let mut ids = Vec::new();
-        collect_ids(body, 0, self.cfg.max_ids_per_response, &mut ids);
-        for id in ids {
-            let evicted = self.owners.set(
-                key_hash(&[host.as_bytes(), id.as_bytes()]),
-                owner,
-                true,
-                self.cfg.max_owned_objects,
-            );
-            if evicted {
-                self.counters.owners_evicted = self.counters.owners_evicted.saturating_add(1);
+        let mut budget = self.cfg.max_ids_per_response;
+        let (owners, counters, cap) = (
+            &mut self.owners,
+            &mut self.counters,
+            self.cfg.max_owned_objects,
+        );
+        collect_ids(body, 0, &mut budget, &mut |id| {
+            if owners.listed(key_hash(&[host.as_bytes(), id]), owner, cap) {
+                counters.owners_evicted = counters.owners_evicted.saturating_add(1);
             }
-            self.counters.ids_harvested = self.counters.ids_harvested.saturating_add(1);
-        }
+            counters.ids_harvested = counters.ids_harvested.saturating_add(1);
+        });
     }
 }
 
@@ -302,32 +334,45 @@ fn is_id_key(key: &str) -> bool {
     key == "id" || key.ends_with("Id") || key.ends_with("_id") || key.ends_with("ID")
 }
 
-/// Object ids (string or integer values of id-named keys) in a JSON document, at most `max`,
-/// down to [`MAX_HARVEST_DEPTH`].
-fn collect_ids(v: &Value, depth: usize, max: usize, out: &mut Vec<String>) {
-    if depth > MAX_HARVEST_DEPTH || out.len() >= max {
+/// Calls `f` with each object id (string or integer value of an id-named key) of a JSON
+/// document, at most `budget` of them, down to [`MAX_HARVEST_DEPTH`]. Integers are formatted
+/// on the stack: a collection response costs no allocation.
+fn collect_ids(v: &Value, depth: usize, budget: &mut usize, f: &mut impl FnMut(&[u8])) {
+    if depth > MAX_HARVEST_DEPTH || *budget == 0 {
         return;
     }
     match v {
         Value::Array(items) => {
             for item in items {
-                if out.len() >= max {
+                if *budget == 0 {
                     return;
                 }
-                collect_ids(item, depth + 1, max, out);
+                collect_ids(item, depth + 1, budget, f);
             }
         }
         Value::Object(map) => {
             for (k, item) in map {
-                if out.len() >= max {
+                if *budget == 0 {
                     return;
                 }
                 match item {
                     Value::String(s) if is_id_key(k) && !s.is_empty() && s.len() <= 128 => {
-                        out.push(s.clone())
+                        *budget -= 1;
+                        f(s.as_bytes());
                     }
-                    Value::Number(n) if is_id_key(k) => out.push(n.to_string()),
-                    Value::Array(_) | Value::Object(_) => collect_ids(item, depth + 1, max, out),
+                    Value::Number(n) if is_id_key(k) => {
+                        let mut buf = [0u8; 40];
+                        let rest = {
+                            let mut cur = &mut buf[..];
+                            if std::io::Write::write_fmt(&mut cur, format_args!("{n}")).is_err() {
+                                continue;
+                            }
+                            cur.len()
+                        };
+                        *budget -= 1;
+                        f(buf.get(..buf.len() - rest).unwrap_or(&[]));
+                    }
+                    Value::Array(_) | Value::Object(_) => collect_ids(item, depth + 1, budget, f),
                     _ => {}
                 }
             }
@@ -346,25 +391,21 @@ impl Detector for Bola {
             return;
         }
         let host = cx.key.host.as_str();
-        let owner = cx
-            .identity
-            .subject
-            .as_ref()
-            .map(|s| key_hash(&[b"subject", s.as_str().as_bytes()]));
+        // Object authorisation is about identities: an anonymous walk over objects is public
+        // data or scraping, left to recon_scan and volume_spike.
+        let Some(subject) = cx.identity.subject.as_ref() else {
+            return;
+        };
+        let me = key_hash(&[b"subject", subject.as_str().as_bytes()]);
         if cx.object_ids.is_empty() {
             // A collection answer to an identity tells whose objects these are.
-            if let (Some(me), Some(body), true) = (owner, cx.response_json, cx.req.method == "GET")
-            {
+            if let (Some(body), true) = (cx.response_json, cx.req.method == "GET") {
                 self.harvest(host, me, body);
             }
             return;
         }
         let endpoint = endpoint_hash(cx);
         let baseline = self.baseline(endpoint, cx.profile);
-        let own_learned = match (&cx.identity.subject, cx.profile) {
-            (Some(s), Some(p)) => p.distinct_objects(s.as_str()).unwrap_or(0.0),
-            _ => 0.0,
-        };
         let learned = baseline.quantile.map_or(0.0, |q| {
             let window = self.cfg.window_secs as f64;
             let scale = if baseline.span_secs > 0.0 {
@@ -374,17 +415,7 @@ impl Detector for Bola {
             };
             (q * self.cfg.baseline_multiplier * scale).ceil()
         });
-        let threshold = (self.cfg.min_distinct_objects as f64)
-            .max(learned)
-            .max(own_learned.ceil());
-        let cap = self.cfg.max_objects_per_window;
-        if threshold > cap as f64 {
-            self.counters.thresholds_above_cap =
-                self.counters.thresholds_above_cap.saturating_add(1);
-            return;
-        }
-        let threshold = threshold as usize;
-        let window_key = key_hash(&[&client_hash(cx).to_le_bytes(), &endpoint.to_le_bytes()]);
+        let window_key = key_hash(&[&me.to_le_bytes(), &endpoint.to_le_bytes()]);
         let Some(w) = self.windows.entry(
             window_key,
             cx.ts,
@@ -395,26 +426,42 @@ impl Detector for Bola {
         };
         w.objects.expire(cx.ts, self.cfg.window_secs);
         if w.objects.is_empty() {
+            // A new run of activity. The caller's own learned reach is read now and kept for
+            // the run: with adaptation on, the run's own calls are learned until it alerts, and
+            // a threshold read live would climb with the walk it is meant to catch.
             w.sample.clear();
+            w.own_learned = cx
+                .profile
+                .and_then(|p| p.distinct_objects(subject.as_str()))
+                .unwrap_or(0.0);
         }
+        let own_learned = w.own_learned;
+        let threshold = (self.cfg.min_distinct_objects as f64)
+            .max(learned)
+            .max(own_learned.ceil());
+        let cap = self.cfg.max_objects_per_window;
+        if threshold > cap as f64 {
+            self.counters.thresholds_above_cap =
+                self.counters.thresholds_above_cap.saturating_add(1);
+            return;
+        }
+        let threshold = threshold as usize;
         for (_, id) in cx.object_ids {
             let id_key = key_hash(&[host.as_bytes(), id.as_bytes()]);
-            let foreign = match (owner, self.owners.get(id_key)) {
-                (Some(me), Some(o)) => o != me,
-                (Some(me), None) => {
-                    if self
-                        .owners
-                        .set(id_key, me, false, self.cfg.max_owned_objects)
-                    {
+            let foreign = match self.owners.owner(id_key) {
+                Some(o) => o != me,
+                None => {
+                    if self.owners.claimed(id_key, me, self.cfg.max_owned_objects) {
                         self.counters.owners_evicted =
                             self.counters.owners_evicted.saturating_add(1);
                     }
                     false
                 }
-                (None, _) => false,
             };
             match w.objects.insert(id_key, cx.ts, foreign, cap) {
-                Inserted::New if w.sample.len() < SAMPLE_IDS => {
+                Inserted::New
+                    if w.sample.len() < SAMPLE_IDS && !w.sample.iter().any(|s| s == id) =>
+                {
                     w.sample.push(super::clip(id, 64));
                 }
                 Inserted::Full => {
@@ -482,26 +529,49 @@ mod tests {
                 "owner_id":"u9","name":"x","nested":{"a":{"b":{"c":{"d":{"id":"deep"}}}}}}"#,
         )
         .unwrap();
-        let mut ids = Vec::new();
-        collect_ids(&body, 0, 100, &mut ids);
-        ids.sort();
-        assert_eq!(ids, ["77", "A1", "A2", "u9"], "too deep ids are not taken");
-        let mut few = Vec::new();
-        collect_ids(&body, 0, 2, &mut few);
-        assert_eq!(few.len(), 2);
+        let collect = |max: usize| {
+            let mut ids = Vec::new();
+            let mut budget = max;
+            collect_ids(&body, 0, &mut budget, &mut |id| {
+                ids.push(String::from_utf8_lossy(id).into_owned())
+            });
+            ids.sort();
+            ids
+        };
+        assert_eq!(
+            collect(100),
+            ["77", "A1", "A2", "u9"],
+            "too deep ids are not taken"
+        );
+        assert_eq!(collect(2).len(), 2);
     }
 
     #[test]
-    fn owners_evict_oldest_first_and_replace_only_when_asked() {
+    fn listings_beat_path_claims_and_objects_listed_to_two_identities_are_shared() {
         let mut o = Owners::default();
-        assert!(!o.set(1, 10, false, 2));
-        assert!(!o.set(2, 20, false, 2));
-        assert!(!o.set(1, 11, false, 2));
-        assert_eq!(o.get(1), Some(10));
-        assert!(!o.set(1, 11, true, 2));
-        assert_eq!(o.get(1), Some(11));
-        assert!(o.set(3, 30, false, 2), "id 1, the oldest, makes room");
-        assert_eq!((o.get(1), o.get(2), o.get(3)), (None, Some(20), Some(30)));
+        assert!(!o.claimed(1, 10, 8));
+        assert!(!o.claimed(1, 11, 8), "the first claim stays");
+        assert_eq!(o.owner(1), Some(10));
+        o.listed(1, 12, 8);
+        assert_eq!(o.owner(1), Some(12), "a listing beats a claim");
+        o.claimed(1, 10, 8);
+        assert_eq!(o.owner(1), Some(12), "a claim never beats a listing");
+        o.listed(1, 12, 8);
+        assert_eq!(o.owner(1), Some(12));
+        o.listed(1, 13, 8);
+        assert_eq!(o.owner(1), None, "listed to two identities: shared");
+    }
+
+    #[test]
+    fn owners_evict_oldest_first() {
+        let mut o = Owners::default();
+        assert!(!o.claimed(1, 10, 2));
+        assert!(!o.listed(2, 20, 2));
+        assert!(o.claimed(3, 30, 2), "id 1, the oldest, makes room");
+        assert_eq!(
+            (o.owner(1), o.owner(2), o.owner(3)),
+            (None, Some(20), Some(30))
+        );
     }
 
     #[test]

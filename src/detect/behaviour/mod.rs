@@ -19,6 +19,9 @@ pub mod bruteforce;
 pub mod recon;
 pub mod travel;
 
+#[cfg(test)]
+mod scenarios;
+
 use super::config::Problems;
 use super::{Context, DetectEnv, DetectError, Detector};
 use crate::common::Timestamp;

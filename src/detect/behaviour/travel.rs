@@ -10,6 +10,9 @@
 //! database does not place (private ranges, unknown networks) neither alert nor move the
 //! reference place.
 //!
+//! Only the pseudonym kinds in `identity_kinds` are judged: people (users, their tokens and
+//! sessions) by default, not API keys, which services use from several regions at once.
+//!
 //! Without a database the detector is off and says so in its name; loading the database is the
 //! only I/O, done once when the engine starts. Lookups happen only when an identity's address
 //! changes, so a steady client costs one comparison per request.
@@ -47,6 +50,10 @@ pub struct TravelConfig {
     pub max_identities: usize,
     /// An identity unseen for this many seconds may be forgotten to make room.
     pub idle_secs: u64,
+    /// Pseudonym kinds judged: `u` (JWT subject or Basic user), `t` (opaque bearer token),
+    /// `s` (session cookie), `k` (API key). API keys are left out by default: service
+    /// credentials legitimately run from several regions at once.
+    pub identity_kinds: Vec<String>,
 }
 
 impl Default for TravelConfig {
@@ -58,6 +65,7 @@ impl Default for TravelConfig {
             max_accuracy_radius_km: 1000,
             max_identities: 200_000,
             idle_secs: 24 * 3600,
+            identity_kinds: ["u", "t", "s"].map(String::from).to_vec(),
         }
     }
 }
@@ -75,6 +83,13 @@ impl TravelConfig {
         );
         p.range(&k("max_identities"), self.max_identities, 1, 100_000_000);
         p.range(&k("idle_secs"), self.idle_secs, 60, 366 * 86_400);
+        if let Some(bad) = self
+            .identity_kinds
+            .iter()
+            .find(|kind| !["u", "t", "s", "k"].contains(&kind.as_str()))
+        {
+            p.fail(&k("identity_kinds"), bad, "kinds are u, t, s and k");
+        }
     }
 }
 
@@ -250,6 +265,10 @@ impl Detector for ImpossibleTravel {
         else {
             return;
         };
+        let kind = subject.as_str().split_once(':').map_or("", |(k, _)| k);
+        if !self.cfg.identity_kinds.iter().any(|k| k == kind) {
+            return;
+        }
         let ip = cx.identity.client_ip;
         let key = key_hash(&[b"subject", subject.as_str().as_bytes()]);
         let cfg = &self.cfg;
