@@ -292,34 +292,32 @@ impl Detector for Bruteforce {
 
         // The endpoint view counts every call, so the failure ratio has a denominator.
         let ep_slot = RollingCount::<BUCKETS>::slot_of(ts, cfg.endpoint_window_secs);
-        let endpoint = self.endpoints.entry(
+        let mut endpoint = self.endpoints.entry(
             endpoint_hash(cx),
             ts,
             cfg.max_endpoints,
             cfg.endpoint_window_secs,
         );
-        let Some(endpoint) = endpoint else {
-            return;
-        };
-        endpoint.calls.add(ep_slot, 1);
+        if let Some(e) = endpoint.as_deref_mut() {
+            e.calls.add(ep_slot, 1);
+        }
         if !failed {
             return;
         }
         self.counters.failures = self.counters.failures.saturating_add(1);
         let user = username(cx);
-
-        endpoint.failures.count.add(ep_slot, 1);
-        endpoint
-            .failures
-            .distinct
-            .expire(ts, cfg.endpoint_window_secs);
-        endpoint
-            .failures
-            .distinct
-            .insert(ip_key, ts, false, MAX_DISTINCT);
-        let ep_failures = endpoint.failures.count.total(ep_slot);
-        let ep_calls = endpoint.calls.total(ep_slot);
-        let ep_clients = endpoint.failures.distinct.len();
+        // (failures, calls, distinct failing clients) of the endpoint's window; a login
+        // endpoint turned away by a full table is judged by the other two views only.
+        let ep = endpoint.map(|e| {
+            e.failures.count.add(ep_slot, 1);
+            e.failures.distinct.expire(ts, cfg.endpoint_window_secs);
+            e.failures.distinct.insert(ip_key, ts, false, MAX_DISTINCT);
+            (
+                e.failures.count.total(ep_slot),
+                e.calls.total(ep_slot),
+                e.failures.distinct.len(),
+            )
+        });
 
         let c_slot = RollingCount::<BUCKETS>::slot_of(ts, cfg.client_window_secs);
         let client = self
@@ -387,6 +385,9 @@ impl Detector for Bruteforce {
                 return;
             }
         }
+        let Some((ep_failures, ep_calls, ep_clients)) = ep else {
+            return;
+        };
         let ratio = learned_failure_ratio(cx.profile);
         let expected = ratio.unwrap_or(0.0) * ep_calls as f64;
         let threshold = (cfg.endpoint_min_failures as f64)

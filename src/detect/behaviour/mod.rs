@@ -369,6 +369,33 @@ mod tests {
         assert_eq!(c.total(RollingCount::<6>::slot_of(at(1000), 60)), 1);
     }
 
+    proptest::proptest! {
+        /// Against an oracle that keeps every event: the window holds exactly the events of
+        /// the last `N` slots before the newest slot seen, whatever the arrival order.
+        #[test]
+        fn rolling_count_matches_an_oracle_that_keeps_every_event(
+            ops in proptest::collection::vec((0u64..60, proptest::bool::ANY), 1..200)
+        ) {
+            const N: usize = 8;
+            let mut c = RollingCount::<N>::default();
+            let mut events: Vec<u64> = Vec::new();
+            let mut newest = 0u64;
+            for (slot, is_add) in ops {
+                newest = newest.max(slot);
+                if is_add {
+                    c.add(slot, 1);
+                    events.push(slot);
+                } else {
+                    let expected = events
+                        .iter()
+                        .filter(|&&e| e + (N as u64) > newest)
+                        .count() as u64;
+                    proptest::prop_assert_eq!(c.total(slot), expected);
+                }
+            }
+        }
+    }
+
     #[test]
     fn recent_set_counts_distinct_items_expires_and_refuses_past_its_cap() {
         let mut s = RecentSet::default();
