@@ -652,3 +652,22 @@ fn without_a_database_travel_says_it_is_off() {
         assert!(names.contains(&name), "{names:?}");
     }
 }
+
+#[test]
+fn an_hour_of_benign_traffic_raises_no_behaviour_alert() {
+    // Typos at login, a support agent reading many customers, users moving between their own
+    // accounts: the look-alikes of all four kinds, for an hour.
+    let records = detect_records(
+        benign(DETECT, 60),
+        geoip_env().unwrap_or_default(),
+        DetectConfig::default(),
+    );
+    let ours = [
+        AlertKind::Bola,
+        AlertKind::AuthBruteforce,
+        AlertKind::ReconScan,
+        AlertKind::ImpossibleTravel,
+    ];
+    let false_alerts: Vec<&Alert> = records.iter().filter(|a| ours.contains(&a.kind)).collect();
+    assert!(false_alerts.is_empty(), "{false_alerts:#?}");
+}
