@@ -29,6 +29,8 @@ pub struct DetectConfig {
     pub lifecycle: LifecycleConfig,
     /// Learned models: request shapes per endpoint, caller windows across callers.
     pub learned: super::learned::LearnedConfig,
+    /// Behaviour detectors: bola, auth_bruteforce, recon_scan, impossible_travel.
+    pub behaviour: super::behaviour::BehaviourConfig,
 }
 
 impl Default for DetectConfig {
@@ -41,6 +43,7 @@ impl Default for DetectConfig {
             max_json_bytes: 1 << 20,
             lifecycle: LifecycleConfig::default(),
             learned: super::learned::LearnedConfig::default(),
+            behaviour: Default::default(),
         }
     }
 }
@@ -105,6 +108,7 @@ impl DetectConfig {
             p.fail("lifecycle.suppress", "[...]", e);
         }
         self.learned.check(&mut p);
+        self.behaviour.check(&mut p);
         p.0
     }
 

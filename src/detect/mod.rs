@@ -19,6 +19,7 @@
 //! has a configured cap and a counter for what it turned away); no raw secret ever enters a
 //! finding (detectors describe credentials by kind and pseudonym, never by value).
 
+pub mod behaviour;
 pub mod config;
 pub mod incident;
 pub mod learned;
@@ -507,6 +508,7 @@ fn build_detectors(
     if let Some(t) = env.trained.as_ref().filter(|_| cfg.learned.enabled) {
         detectors.push(Box::new(learned::LearnedDetector::new(&cfg.learned, t)));
     }
+    detectors.extend(behaviour::detectors(&cfg.behaviour, env)?);
     Ok(detectors)
 }
 

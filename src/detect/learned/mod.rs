@@ -740,7 +740,7 @@ impl LearnedDetector {
         };
         let scan = self.scanner.scan(
             cx.req,
-            cx.request_json,
+            cx.request_json(),
             cx.object_ids,
             cx.profile,
             self.cfg.max_scan_values,

@@ -1,0 +1,595 @@
+//! `bola`: one identity reaching many objects of an endpoint, or objects that belong to others.
+//!
+//! For each (client, endpoint with object ids in its path) the detector keeps the distinct
+//! object ids answered with a 2xx in a sliding window of capture time. The threshold is the
+//! largest of: an absolute floor; a high quantile of the distinct objects per caller that the
+//! endpoint's callers reached over the whole learning period (scaled up when the window is
+//! longer than that period, never down: a benign caller revisits its own few objects, so its
+//! count saturates rather than grows with time); and what this very caller reached while
+//! learning (support staff legitimately read many accounts). Endpoints learned from fewer than
+//! `min_baseline_callers` callers are judged on the floor alone.
+//!
+//! Only identified callers are judged: object authorisation is about identities, and an
+//! anonymous walk over objects is public data or scraping (recon_scan, volume_spike).
+//!
+//! Ownership raises confidence: object ids returned to an identity by a collection endpoint
+//! (`GET /accounts` listing the caller's accounts) or, more weakly, first reached by that
+//! identity's own successful calls are recorded as owned by it, in a bounded map (oldest
+//! evicted, counted). An object listed to two different identities is shared (a catalogue
+//! entry) and foreign to nobody. Objects in the window owned by someone else are the
+//! `foreign_objects` of the evidence.
+//!
+//! Invariants: state is bounded by `max_windows` × `max_objects_per_window` ids plus
+//! `max_owned_objects` owners; ids are hashed for state (object ids are not secrets, but hashing
+//! keeps the per-transaction cost allocation-free); at most 10 raw ids per window are kept, for
+//! the evidence.
+
+use super::{endpoint_hash, key_hash, Inserted, RecentSet, Table};
+use crate::alert::{AlertKind, Severity};
+use crate::baseline::profile::EndpointProfile;
+use crate::detect::config::Problems;
+use crate::detect::{Context, Detector, Finding};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+
+/// Raw object ids kept per window for the evidence.
+const SAMPLE_IDS: usize = 10;
+/// Depth of a collection response walked for object ids: `{"accounts": [{"id": ..}]}` is 3.
+const MAX_HARVEST_DEPTH: usize = 4;
+
+/// Settings of `bola` (`[detect.behaviour.bola]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BolaConfig {
+    /// Run the detector.
+    pub enabled: bool,
+    /// Sliding window, in seconds of capture time, over which distinct objects are counted.
+    pub window_secs: u64,
+    /// Absolute floor: fewer distinct objects in the window never alert.
+    pub min_distinct_objects: usize,
+    /// Quantile of the learned distinct-objects-per-caller distribution used as the baseline.
+    /// It describes the bulk of callers: the few that legitimately reach many objects (support
+    /// staff) are judged by their own learned count instead, so they must not set everyone's.
+    pub baseline_quantile: f64,
+    /// The baseline quantile times this is the learned threshold.
+    pub baseline_multiplier: f64,
+    /// Callers an endpoint must have been learned from before its baseline is used.
+    pub min_baseline_callers: usize,
+    /// (client, endpoint) windows tracked at once; new ones beyond it are turned away
+    /// (`windows_turned_away`) until idle ones are swept.
+    pub max_windows: usize,
+    /// Distinct object ids tracked per window; more are counted (`objects_over_cap`), not kept.
+    /// Endpoints whose threshold is above it are not judged (`thresholds_above_cap`).
+    pub max_objects_per_window: usize,
+    /// Object ids whose owner is remembered; beyond it the oldest is forgotten
+    /// (`owners_evicted`).
+    pub max_owned_objects: usize,
+    /// Object ids taken as owned from one collection response at most.
+    pub max_ids_per_response: usize,
+    /// Endpoint baselines computed and cached at most (`baselines_turned_away` beyond).
+    pub max_endpoints: usize,
+}
+
+impl Default for BolaConfig {
+    fn default() -> Self {
+        BolaConfig {
+            enabled: true,
+            window_secs: 300,
+            min_distinct_objects: 20,
+            baseline_quantile: 0.9,
+            baseline_multiplier: 3.0,
+            min_baseline_callers: 20,
+            max_windows: 100_000,
+            max_objects_per_window: 128,
+            max_owned_objects: 1_000_000,
+            max_ids_per_response: 100,
+            max_endpoints: 10_000,
+        }
+    }
+}
+
+impl BolaConfig {
+    pub(crate) fn check(&self, p: &mut Problems) {
+        let k = |s: &str| format!("behaviour.bola.{s}");
+        p.range(&k("window_secs"), self.window_secs, 1, 86_400);
+        p.range(
+            &k("min_distinct_objects"),
+            self.min_distinct_objects,
+            2,
+            100_000,
+        );
+        p.range(&k("baseline_quantile"), self.baseline_quantile, 0.5, 1.0);
+        p.range(
+            &k("baseline_multiplier"),
+            self.baseline_multiplier,
+            1.0,
+            1000.0,
+        );
+        p.range(
+            &k("min_baseline_callers"),
+            self.min_baseline_callers,
+            1,
+            1_000_000,
+        );
+        p.range(&k("max_windows"), self.max_windows, 1, 100_000_000);
+        p.range(
+            &k("max_objects_per_window"),
+            self.max_objects_per_window,
+            self.min_distinct_objects.max(2),
+            100_000,
+        );
+        p.range(
+            &k("max_owned_objects"),
+            self.max_owned_objects,
+            0,
+            100_000_000,
+        );
+        p.range(
+            &k("max_ids_per_response"),
+            self.max_ids_per_response,
+            0,
+            100_000,
+        );
+        p.range(&k("max_endpoints"), self.max_endpoints, 1, 10_000_000);
+    }
+}
+
+/// What `bola` did and turned away.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BolaCounters {
+    pub findings: u64,
+    /// New (client, endpoint) windows refused because `max_windows` were active.
+    pub windows_turned_away: u64,
+    /// Distinct objects not kept because a window held `max_objects_per_window`.
+    pub objects_over_cap: u64,
+    /// Calls not judged because the endpoint's threshold exceeds `max_objects_per_window`.
+    pub thresholds_above_cap: u64,
+    /// Owned object ids forgotten to make room (`max_owned_objects`).
+    pub owners_evicted: u64,
+    /// Object ids recorded as owned from collection responses.
+    pub ids_harvested: u64,
+    /// Endpoints not given a learned baseline because `max_endpoints` were cached.
+    pub baselines_turned_away: u64,
+}
+
+/// One (client, endpoint) window.
+#[derive(Debug, Default)]
+struct Window {
+    /// Object ids; the flag marks ids owned by another identity.
+    objects: RecentSet,
+    /// The first distinct raw ids of the current run of activity.
+    sample: Vec<String>,
+    /// Distinct objects the caller reached while learning, read when the run began.
+    own_learned: f64,
+}
+
+/// The learned part of an endpoint's threshold.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Baseline {
+    /// The quantile of distinct objects per caller, when enough callers were learned.
+    quantile: Option<f64>,
+    callers: usize,
+    /// Seconds between the endpoint's first and last learned call.
+    span_secs: f64,
+}
+
+/// The owner of an object listed to several identities: a shared or public object (a product
+/// catalogue entry), never foreign to anyone.
+const SHARED: u64 = 0;
+
+/// Object id -> (owner, whether a collection listed it to the owner), both hashed; oldest
+/// first out.
+#[derive(Debug, Default)]
+struct Owners {
+    map: HashMap<u64, (u64, bool)>,
+    order: VecDeque<u64>,
+}
+
+impl Owners {
+    /// The owner of `id`, unless unknown or shared.
+    fn owner(&self, id: u64) -> Option<u64> {
+        self.map.get(&id).map(|&(o, _)| o).filter(|&o| o != SHARED)
+    }
+
+    /// A collection listed `id` to `owner`: that beats a claim from a path; a second, different
+    /// identity listed the same object makes it shared. Returns whether an older entry was
+    /// evicted to make room.
+    fn listed(&mut self, id: u64, owner: u64, cap: usize) -> bool {
+        match self.map.get_mut(&id) {
+            Some(e) if !e.1 => {
+                *e = (owner, true);
+                false
+            }
+            Some(e) => {
+                if e.0 != owner {
+                    e.0 = SHARED;
+                }
+                false
+            }
+            None => self.insert(id, (owner, true), cap),
+        }
+    }
+
+    /// `owner` reached `id` first, by its path: a weak claim, kept only if nobody has one.
+    fn claimed(&mut self, id: u64, owner: u64, cap: usize) -> bool {
+        if self.map.contains_key(&id) {
+            return false;
+        }
+        self.insert(id, (owner, false), cap)
+    }
+
+    fn insert(&mut self, id: u64, value: (u64, bool), cap: usize) -> bool {
+        if cap == 0 {
+            return false;
+        }
+        let mut evicted = false;
+        while self.map.len() >= cap {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                    evicted = true;
+                }
+                None => break,
+            }
+        }
+        self.map.insert(id, value);
+        self.order.push_back(id);
+        evicted
+    }
+}
+
+/// The `bola` detector; see the module documentation.
+pub struct Bola {
+    cfg: BolaConfig,
+    windows: Table<u64, Window>,
+    owners: Owners,
+    baselines: HashMap<u64, Baseline>,
+    counters: BolaCounters,
+}
+
+impl Bola {
+    pub fn new(cfg: &BolaConfig) -> Bola {
+        Bola {
+            cfg: cfg.clone(),
+            windows: Table::default(),
+            owners: Owners::default(),
+            baselines: HashMap::new(),
+            counters: BolaCounters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> BolaCounters {
+        let mut c = self.counters.clone();
+        c.windows_turned_away = self.windows.turned_away();
+        c
+    }
+
+    /// The endpoint's learned baseline, computed once and cached.
+    fn baseline(&mut self, endpoint: u64, profile: Option<&EndpointProfile>) -> Baseline {
+        if let Some(b) = self.baselines.get(&endpoint) {
+            return *b;
+        }
+        let b = learned_baseline(profile, &self.cfg);
+        if self.baselines.len() < self.cfg.max_endpoints {
+            self.baselines.insert(endpoint, b);
+        } else {
+            self.counters.baselines_turned_away =
+                self.counters.baselines_turned_away.saturating_add(1);
+        }
+        b
+    }
+
+    /// Records the ids a collection response returned to `owner`.
+    fn harvest(&mut self, host: &str, owner: u64, body: &Value) {
+        let mut budget = self.cfg.max_ids_per_response;
+        let (owners, counters, cap) = (
+            &mut self.owners,
+            &mut self.counters,
+            self.cfg.max_owned_objects,
+        );
+        collect_ids(body, 0, &mut budget, &mut |id| {
+            if owners.listed(key_hash(&[host.as_bytes(), id]), owner, cap) {
+                counters.owners_evicted = counters.owners_evicted.saturating_add(1);
+            }
+            counters.ids_harvested = counters.ids_harvested.saturating_add(1);
+        });
+    }
+}
+
+/// The quantile of distinct objects per caller over callers that carried object ids.
+fn learned_baseline(profile: Option<&EndpointProfile>, cfg: &BolaConfig) -> Baseline {
+    let Some(p) = profile else {
+        return Baseline {
+            quantile: None,
+            callers: 0,
+            span_secs: 0.0,
+        };
+    };
+    let mut per_caller: Vec<f64> = p
+        .caller_objects
+        .values()
+        .filter(|c| c.calls > 0)
+        .map(|c| c.objects.estimate())
+        .collect();
+    per_caller.sort_by(f64::total_cmp);
+    let callers = per_caller.len();
+    let quantile = (callers >= cfg.min_baseline_callers && callers > 0).then(|| {
+        // Nearest rank: the smallest value with at least q of the callers at or below it.
+        let rank = (cfg.baseline_quantile * callers as f64).ceil() as usize;
+        per_caller
+            .get(rank.clamp(1, callers) - 1)
+            .copied()
+            .unwrap_or(0.0)
+    });
+    Baseline {
+        quantile,
+        callers,
+        span_secs: p.last_seen.saturating_since(p.first_seen).as_secs_f64(),
+    }
+}
+
+/// Is `key` the name of an object id (`id`, `accountId`, `account_id`, `userID`)?
+fn is_id_key(key: &str) -> bool {
+    key == "id" || key.ends_with("Id") || key.ends_with("_id") || key.ends_with("ID")
+}
+
+/// Calls `f` with each object id (string or integer value of an id-named key) of a JSON
+/// document, at most `budget` of them, down to [`MAX_HARVEST_DEPTH`]. Integers are formatted
+/// on the stack: a collection response costs no allocation.
+fn collect_ids(v: &Value, depth: usize, budget: &mut usize, f: &mut impl FnMut(&[u8])) {
+    if depth > MAX_HARVEST_DEPTH || *budget == 0 {
+        return;
+    }
+    match v {
+        Value::Array(items) => {
+            for item in items {
+                if *budget == 0 {
+                    return;
+                }
+                collect_ids(item, depth + 1, budget, f);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                if *budget == 0 {
+                    return;
+                }
+                match item {
+                    Value::String(s) if is_id_key(k) && !s.is_empty() && s.len() <= 128 => {
+                        *budget -= 1;
+                        f(s.as_bytes());
+                    }
+                    Value::Number(n) if is_id_key(k) => {
+                        let mut buf = [0u8; 40];
+                        let rest = {
+                            let mut cur = &mut buf[..];
+                            if std::io::Write::write_fmt(&mut cur, format_args!("{n}")).is_err() {
+                                continue;
+                            }
+                            cur.len()
+                        };
+                        *budget -= 1;
+                        f(buf.get(..buf.len() - rest).unwrap_or(&[]));
+                    }
+                    Value::Array(_) | Value::Object(_) => collect_ids(item, depth + 1, budget, f),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Detector for Bola {
+    fn name(&self) -> &'static str {
+        "bola"
+    }
+
+    fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
+        if !self.cfg.enabled || !(200..300).contains(&cx.status()) {
+            return;
+        }
+        let host = cx.key.host.as_str();
+        // Object authorisation is about identities: an anonymous walk over objects is public
+        // data or scraping, left to recon_scan and volume_spike.
+        let Some(subject) = cx.identity.subject.as_ref() else {
+            return;
+        };
+        let me = key_hash(&[b"subject", subject.as_str().as_bytes()]);
+        if cx.object_ids.is_empty() {
+            // A collection answer to an identity tells whose objects these are.
+            if let (Some(body), true) = (cx.response_json(), cx.req.method == "GET") {
+                self.harvest(host, me, body);
+            }
+            return;
+        }
+        let endpoint = endpoint_hash(cx);
+        let baseline = self.baseline(endpoint, cx.profile);
+        let learned = baseline.quantile.map_or(0.0, |q| {
+            let window = self.cfg.window_secs as f64;
+            let scale = if baseline.span_secs > 0.0 {
+                (window / baseline.span_secs).max(1.0)
+            } else {
+                1.0
+            };
+            (q * self.cfg.baseline_multiplier * scale).ceil()
+        });
+        let window_key = key_hash(&[&me.to_le_bytes(), &endpoint.to_le_bytes()]);
+        let Some(w) = self.windows.entry(
+            window_key,
+            cx.ts,
+            self.cfg.max_windows,
+            self.cfg.window_secs,
+        ) else {
+            return;
+        };
+        w.objects.expire(cx.ts, self.cfg.window_secs);
+        if w.objects.is_empty() {
+            // A new run of activity. The caller's own learned reach is read now and kept for
+            // the run: with adaptation on, the run's own calls are learned until it alerts, and
+            // a threshold read live would climb with the walk it is meant to catch.
+            w.sample.clear();
+            w.own_learned = cx
+                .profile
+                .and_then(|p| p.distinct_objects(subject.as_str()))
+                .unwrap_or(0.0);
+        }
+        let own_learned = w.own_learned;
+        let threshold = (self.cfg.min_distinct_objects as f64)
+            .max(learned)
+            .max(own_learned.ceil());
+        let cap = self.cfg.max_objects_per_window;
+        if threshold > cap as f64 {
+            self.counters.thresholds_above_cap =
+                self.counters.thresholds_above_cap.saturating_add(1);
+            return;
+        }
+        let threshold = threshold as usize;
+        for (_, id) in cx.object_ids {
+            let id_key = key_hash(&[host.as_bytes(), id.as_bytes()]);
+            let foreign = match self.owners.owner(id_key) {
+                Some(o) => o != me,
+                None => {
+                    if self.owners.claimed(id_key, me, self.cfg.max_owned_objects) {
+                        self.counters.owners_evicted =
+                            self.counters.owners_evicted.saturating_add(1);
+                    }
+                    false
+                }
+            };
+            match w.objects.insert(id_key, cx.ts, foreign, cap) {
+                Inserted::New
+                    if w.sample.len() < SAMPLE_IDS && !w.sample.iter().any(|s| s == id) =>
+                {
+                    w.sample.push(super::clip(id, 64));
+                }
+                Inserted::Full => {
+                    self.counters.objects_over_cap =
+                        self.counters.objects_over_cap.saturating_add(1);
+                }
+                _ => {}
+            }
+        }
+        let distinct = w.objects.len();
+        if distinct < threshold {
+            return;
+        }
+        let foreign = w.objects.flagged();
+        let share = foreign as f64 / distinct as f64;
+        let who = cx.client_key();
+        let summary = if foreign > 0 {
+            format!(
+                "{who} reached {distinct} distinct objects of {} {} in {} s (threshold {threshold}); {foreign} belong to other identities",
+                cx.key.method, cx.key.template, self.cfg.window_secs
+            )
+        } else {
+            format!(
+                "{who} reached {distinct} distinct objects of {} {} in {} s (threshold {threshold})",
+                cx.key.method, cx.key.template, self.cfg.window_secs
+            )
+        };
+        self.counters.findings = self.counters.findings.saturating_add(1);
+        out.push(
+            Finding::new(AlertKind::Bola, cx)
+                .severity(if foreign > 0 {
+                    Severity::High
+                } else {
+                    Severity::Medium
+                })
+                .confidence(0.6 + 0.35 * share)
+                .summary(summary)
+                .with("distinct_objects", distinct as u64)
+                .with("threshold", threshold as u64)
+                .with("floor", self.cfg.min_distinct_objects as u64)
+                .with(
+                    "baseline_quantile",
+                    baseline
+                        .quantile
+                        .map_or(Value::Null, |q| Value::from(q.round())),
+                )
+                .with("baseline_q", self.cfg.baseline_quantile)
+                .with("baseline_callers", baseline.callers as u64)
+                .with("caller_learned_objects", own_learned.round())
+                .with("window_secs", self.cfg.window_secs)
+                .with("foreign_objects", foreign as u64)
+                .with("sample_ids", w.sample.clone()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_taken_from_id_named_keys_of_collections_within_bounds() {
+        let body: Value = serde_json::from_str(
+            r#"{"accounts":[{"accountId":"A1","balance":3},{"accountId":"A2"},{"id":77}],
+                "owner_id":"u9","name":"x","nested":{"a":{"b":{"c":{"d":{"id":"deep"}}}}}}"#,
+        )
+        .unwrap();
+        let collect = |max: usize| {
+            let mut ids = Vec::new();
+            let mut budget = max;
+            collect_ids(&body, 0, &mut budget, &mut |id| {
+                ids.push(String::from_utf8_lossy(id).into_owned())
+            });
+            ids.sort();
+            ids
+        };
+        assert_eq!(
+            collect(100),
+            ["77", "A1", "A2", "u9"],
+            "too deep ids are not taken"
+        );
+        assert_eq!(collect(2).len(), 2);
+    }
+
+    #[test]
+    fn listings_beat_path_claims_and_objects_listed_to_two_identities_are_shared() {
+        let mut o = Owners::default();
+        assert!(!o.claimed(1, 10, 8));
+        assert!(!o.claimed(1, 11, 8), "the first claim stays");
+        assert_eq!(o.owner(1), Some(10));
+        o.listed(1, 12, 8);
+        assert_eq!(o.owner(1), Some(12), "a listing beats a claim");
+        o.claimed(1, 10, 8);
+        assert_eq!(o.owner(1), Some(12), "a claim never beats a listing");
+        o.listed(1, 12, 8);
+        assert_eq!(o.owner(1), Some(12));
+        o.listed(1, 13, 8);
+        assert_eq!(o.owner(1), None, "listed to two identities: shared");
+    }
+
+    #[test]
+    fn owners_evict_oldest_first() {
+        let mut o = Owners::default();
+        assert!(!o.claimed(1, 10, 2));
+        assert!(!o.listed(2, 20, 2));
+        assert!(o.claimed(3, 30, 2), "id 1, the oldest, makes room");
+        assert_eq!(
+            (o.owner(1), o.owner(2), o.owner(3)),
+            (None, Some(20), Some(30))
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let mut c = BolaConfig {
+            max_objects_per_window: 10,
+            ..BolaConfig::default()
+        };
+        c.baseline_quantile = 2.0;
+        let mut p = Problems::default();
+        c.check(&mut p);
+        let keys: Vec<&str> = p.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "behaviour.bola.baseline_quantile",
+                "behaviour.bola.max_objects_per_window"
+            ]
+        );
+    }
+}
