@@ -21,6 +21,8 @@ pub struct DetectConfig {
     pub max_json_bytes: usize,
     /// Incident grouping, cooldown, suppression rules and the global alert rate limit.
     pub lifecycle: LifecycleConfig,
+    /// Injection, secrets in URLs, sensitive data, cleartext credentials, protocol anomalies.
+    pub signatures: super::signatures::SignatureConfig,
 }
 
 impl Default for DetectConfig {
@@ -30,6 +32,7 @@ impl Default for DetectConfig {
             learning_period_secs: 7 * 24 * 3600,
             max_json_bytes: 1 << 20,
             lifecycle: LifecycleConfig::default(),
+            signatures: Default::default(),
         }
     }
 }
@@ -92,6 +95,7 @@ impl DetectConfig {
         if let Err(e) = super::incident::Incidents::new(l) {
             p.fail("lifecycle.suppress", "[...]", e);
         }
+        self.signatures.check(&mut p);
         p.0
     }
 

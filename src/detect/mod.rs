@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod incident;
+pub mod signatures;
 
 use crate::alert::{Alert, AlertKind, Client, Endpoint, Severity};
 use crate::baseline::caller::CallerProfile;
@@ -419,11 +420,16 @@ fn parse_json(
 
 /// The detectors the configuration enables, in a fixed order (findings, hence alerts, come
 /// out in this order for one transaction).
+// One `push` line per detector, so detectors added side by side merge without conflict.
+#[allow(clippy::vec_init_then_push)]
 fn build_detectors(
-    _cfg: &DetectConfig,
+    cfg: &DetectConfig,
     _env: &DetectEnv,
     _model: &Model,
 ) -> Result<Vec<Box<dyn Detector>>, DetectError> {
-    let detectors: Vec<Box<dyn Detector>> = Vec::new();
+    let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
+    detectors.push(Box::new(
+        signatures::SignatureDetector::new(&cfg.signatures).map_err(DetectError::Config)?,
+    ));
     Ok(detectors)
 }
