@@ -502,9 +502,10 @@ fn ends_statement(t: Option<T>) -> bool {
     matches!(t, None | Some(T::Comment | T::Semi | T::RParen))
 }
 
-/// After a logic operator: an expression only an attack appends (a tautology, a bare true
-/// value, a delay or error function, a subquery). Returns (rule, tokens used).
-fn logic_tail(ts: &[Tok], i: usize) -> Option<(&'static str, usize)> {
+/// After a logic operator: an expression only an attack appends (a tautology, a delay or
+/// error function, a subquery, and with `bare_ok` a lone true value as in `' or 1--`).
+/// Returns (rule, tokens used).
+fn logic_tail(ts: &[Tok], i: usize, bare_ok: bool) -> Option<(&'static str, usize)> {
     let mut i = i;
     while tok(ts, i) == Some(T::LParen) {
         i += 1;
@@ -521,7 +522,7 @@ fn logic_tail(ts: &[Tok], i: usize) -> Option<(&'static str, usize)> {
             (is_operand(c) || c == Some(T::LParen) || c == Some(T::Word(Kw::Select)))
                 .then_some(("sqli_tautology", i + 3))
         }
-        (Some(T::Num | T::Word(Kw::Literal)), _) if ends_statement(b) => {
+        (Some(T::Num | T::Word(Kw::Literal)), _) if bare_ok && ends_statement(b) => {
             Some(("sqli_tautology", i + 1))
         }
         _ => None,
@@ -655,7 +656,7 @@ pub fn sqli(v: &[u8]) -> Option<Hit> {
         }
         match tok(ts, j) {
             Some(T::Word(Kw::Logic) | T::LogicOp) => {
-                if let Some((rule, used)) = logic_tail(ts, j + 1) {
+                if let Some((rule, used)) = logic_tail(ts, j + 1, false) {
                     return Some(hit(rule, 0, used));
                 }
             }
@@ -733,7 +734,7 @@ fn after_break(ts: &[Tok]) -> Option<(&'static str, usize)> {
             .or_else(|| stacked_word_only(ts, i + 1))
             .map(|u| ("sqli_stacked_query", u)),
         T::Word(Kw::Union) => union_tail(ts, i + 1).map(|u| ("sqli_union_select", u)),
-        T::Word(Kw::Logic) | T::LogicOp => logic_tail(ts, i + 1),
+        T::Word(Kw::Logic) | T::LogicOp => logic_tail(ts, i + 1, true),
         T::Cmp => {
             let b = tok(ts, i + 1);
             let c = tok(ts, i + 2);
@@ -743,8 +744,11 @@ fn after_break(ts: &[Tok]) -> Option<(&'static str, usize)> {
         T::Word(Kw::Order) if tok(ts, i + 1) == Some(T::Word(Kw::By)) => {
             (tok(ts, i + 2) == Some(T::Num)).then_some(("sqli_order_by_probe", i + 3))
         }
-        T::Word(Kw::Delay) if tok(ts, i + 1) == Some(T::LParen) || tok(ts, i + 1).is_some() => {
-            Some(("sqli_time_delay", i + 2))
+        // `' sleep(5)`, `' waitfor delay`: a delay call, not "'sleep tight'".
+        T::Word(Kw::Delay)
+            if tok(ts, i + 1) == Some(T::LParen) && tok(ts, i + 2) == Some(T::Num) =>
+        {
+            Some(("sqli_time_delay", i + 3))
         }
         _ => None,
     }
@@ -1459,6 +1463,13 @@ mod tests {
             "x = 5; y = 6",
             "version 1.2.3 -- beta",
             "user_id=42 AND status=active",
+            "1 or 2",
+            "1 or 2; 3 or 4",
+            "He said 'sleep tight' and left",
+            "query($id: ID!){account(id:$id){balance owner{name}}}",
+            "{ accounts(first: 10) { edges { node { id } } } }",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)",
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
         ];
         for input in cases {
             check(input, None);
