@@ -349,6 +349,8 @@ pub struct SignatureDetector {
     matches_total: u64,
     secrets: Vec<UrlSecret>,
     credentials: Vec<&'static str>,
+    /// Personal data in query values, for `sensitive_data`.
+    url_exposures: Vec<Exposure>,
     values_left: usize,
 }
 
@@ -387,6 +389,7 @@ impl SignatureDetector {
             matches_total: 0,
             secrets: Vec::new(),
             credentials: Vec::new(),
+            url_exposures: Vec::new(),
             values_left: 0,
         })
     }
@@ -406,6 +409,7 @@ impl Detector for SignatureDetector {
         self.matches_total = 0;
         self.secrets.clear();
         self.credentials.clear();
+        self.url_exposures.clear();
         self.values_left = self.cfg.max_json_values;
         if self.cfg.protocol_anomaly {
             self.protocol(cx, out);
@@ -417,10 +421,15 @@ impl Detector for SignatureDetector {
         if self.cfg.secret_in_url && !self.secrets.is_empty() {
             out.push(self.secret_finding(cx));
         }
-        if self.cfg.cleartext_credentials && !self.credentials.is_empty() {
+        if self.cfg.cleartext_credentials
+            && !(self.credentials.is_empty() && self.secrets.is_empty())
+        {
             self.cleartext(cx, out);
         }
         if self.cfg.sensitive_data {
+            if !self.url_exposures.is_empty() {
+                out.push(self.url_sensitive_finding(cx));
+            }
             self.sensitive(cx, out);
         }
     }
@@ -647,7 +656,7 @@ impl SignatureDetector {
         {
             self.credentials.push("password_field");
         }
-        if in_query && self.cfg.secret_in_url {
+        if in_query && (self.cfg.secret_in_url || self.cfg.sensitive_data) {
             self.url_secret_param(&name_buf, value, cx);
         }
         self.name = name_buf;
@@ -974,13 +983,31 @@ impl SignatureDetector {
         }
         let mut value = std::mem::take(&mut self.buf);
         injection::decode_into(raw, true, 1, &mut value, &mut self.tmp);
+        // One classification serves both kinds: tokens (secret_in_url) and personal data
+        // (sensitive_data in URLs). Nothing shorter than an SSN can be either.
+        let mut counts = SensitiveCounts::default();
+        if value.len() >= 9 {
+            classify(&value, &mut counts);
+        }
+        if self.cfg.sensitive_data {
+            self.url_personal_data(name, &value, &counts, cx);
+        }
+        if !self.cfg.secret_in_url {
+            self.buf = value;
+            return;
+        }
         let named = self
             .cfg
             .secret_params
             .iter()
             .any(|p| p.as_bytes().eq_ignore_ascii_case(name));
         let password = is_password_key(name);
-        let kind = token_kind(&value).or(if password && named {
+        let token = if value.len() >= 16 {
+            token_kind_in(&counts)
+        } else {
+            None
+        };
+        let kind = token.or(if password && named {
             Some("password")
         } else if named && value.len() >= self.cfg.min_secret_value_bytes && token_shaped(&value) {
             Some("api_key_or_token")
@@ -1003,6 +1030,39 @@ impl SignatureDetector {
             });
         }
         self.buf = value;
+    }
+
+    /// Card numbers, SSNs, IBANs in a query value the endpoint never took them in: they end
+    /// up in access logs and browser history.
+    fn url_personal_data(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        counts: &SensitiveCounts,
+        cx: &Context<'_>,
+    ) {
+        for kind in [
+            SensitiveKind::CardNumber,
+            SensitiveKind::UsSsn,
+            SensitiveKind::Iban,
+        ] {
+            if counts.get(kind) == 0 || !self.response_kinds.contains(kind) {
+                continue;
+            }
+            let learned = cx.profile.is_some_and(|p| {
+                p.query_params
+                    .fields
+                    .get(String::from_utf8_lossy(name).as_ref())
+                    .is_some_and(|f| f.sensitive_kinds().any(|k| k == kind))
+            });
+            if !learned && self.url_exposures.len() < self.cfg.max_matches {
+                self.url_exposures.push(Exposure {
+                    kind: kind.name(),
+                    path: Loc::Query(name).render(),
+                    masked: mask_sensitive(kind, value),
+                });
+            }
+        }
     }
 
     /// A token in a path segment (`/reset/eyJhbGciOi...`).
@@ -1067,6 +1127,10 @@ fn token_kind(v: &[u8]) -> Option<&'static str> {
     }
     let mut c = SensitiveCounts::default();
     classify(v, &mut c);
+    token_kind_in(&c)
+}
+
+fn token_kind_in(c: &SensitiveCounts) -> Option<&'static str> {
     TOKEN_KINDS
         .iter()
         .find(|k| **k != SensitiveKind::PasswordField && c.get(**k) > 0)
@@ -1254,6 +1318,33 @@ impl SignatureDetector {
                 .with("baseline_calls", baseline_calls)
                 .with("status", resp.status),
         );
+    }
+}
+
+impl SignatureDetector {
+    fn url_sensitive_finding(&mut self, cx: &Context<'_>) -> Finding {
+        self.counters.sensitive_data_findings =
+            self.counters.sensitive_data_findings.saturating_add(1);
+        let mut kinds: Vec<&str> = self.url_exposures.iter().map(|e| e.kind).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        let first = &self.url_exposures[0];
+        let summary = format!(
+            "A {} was sent in the URL of {} {} ({}), where access logs keep it.",
+            first.kind, cx.endpoint.method, cx.endpoint.route, first.path
+        );
+        let items: Vec<Value> = self
+            .url_exposures
+            .iter()
+            .map(|e| json!({"kind": e.kind, "where": e.path, "masked": e.masked}))
+            .collect();
+        Finding::new(AlertKind::SensitiveData, cx)
+            .severity(Severity::Medium)
+            .confidence(0.8)
+            .summary(summary)
+            .with("kinds", kinds)
+            .with("fields", items)
+            .with("in_url", true)
     }
 }
 

@@ -569,6 +569,29 @@ fn sensitive_data_an_endpoint_always_carried_is_quiet() {
 }
 
 #[test]
+fn personal_data_in_urls_is_sensitive_data_unless_the_parameter_always_had_it() {
+    let fs = run(get("/api/v1/lookup?ssn=123-45-6789&name=jo"));
+    let f = of_kind(&fs, AlertKind::SensitiveData);
+    let f = f.first().expect("an SSN in the URL");
+    assert_eq!(f.evidence["fields"][0]["where"], "query:ssn");
+    assert_eq!(f.evidence["fields"][0]["masked"], "***-**-6789");
+    assert_no_secret(f, "123-45-6789");
+    let call = get("/api/v1/verify?card=4111111111111111");
+    let training = vec![call.clone(); 5];
+    let mut fx = Fixture::new(SignatureConfig::default());
+    assert!(of_kind(&fx.run(&call, &training), AlertKind::SensitiveData).is_empty());
+    assert_eq!(
+        of_kind(&fx.run(&call, &[]), AlertKind::SensitiveData).len(),
+        1
+    );
+    assert!(of_kind(
+        &run(get("/api/v1/orders?id=4111111111111112&date=2024-01-01")),
+        AlertKind::SensitiveData
+    )
+    .is_empty());
+}
+
+#[test]
 fn cleartext_credentials_only_outside_tls_terminated_upstreams() {
     let cfg = SignatureConfig {
         tls_terminated_servers: vec!["10.1.0.0/24".into()],
@@ -597,6 +620,12 @@ fn cleartext_credentials_only_outside_tls_terminated_upstreams() {
         "the user as a pseudonym"
     );
     assert_no_secret(f, "Ym9iOmh1bnRlcjI=");
+    let fs = fx.run(
+        &get("/api/v1/quotes?api_key=Zx81kq0LmP2v9TbYc4Nw").to([10, 9, 0, 5]),
+        &[],
+    );
+    let f = of_kind(&fs, AlertKind::CleartextCredentials)[0];
+    assert_eq!(f.evidence["credential_kinds"], json!(["api_key_or_token"]));
     // No credentials, no finding, wherever the server is.
     assert!(of_kind(
         &fx.run(&get("/api/v1/health").to([10, 9, 0, 5]), &[]),
@@ -695,6 +724,31 @@ fn limits_bound_the_work_and_are_counted() {
     let long = format!("/x?q={}%27%20or%20%271%27=%271", "a".repeat(40));
     assert!(fx.run(&get(&long), &[]).is_empty());
     assert_eq!(fx.det.counters().values_truncated, 1);
+}
+
+/// A rough cost figure for a typical benign call (printed, with a loose floor that only a
+/// pathological slowdown breaks, even in an unoptimised test build).
+#[test]
+fn a_benign_call_costs_little() {
+    let mut fx = Fixture::new(SignatureConfig::default());
+    let call = post(
+        "/api/v1/accounts/8f14e45f-ceea-467f-a0e6-6f3b0e6a1c2d/transfers?currency=EUR&note=rent",
+        r#"{"to":"DE89370400440532013000","amount":"125.00","memo":"Rent for May","tags":["home","monthly"]}"#,
+    )
+    .header("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36")
+    .header("Authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.sig")
+    .respond(200, r#"{"id":"t-1","status":"accepted","amount":"125.00","balance":"2210.50"}"#);
+    let n = 2000u32;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        assert!(fx.run(&call, &[]).is_empty());
+    }
+    let per_call = start.elapsed() / n;
+    println!("signature detector plus fixture: {per_call:?} per call");
+    assert!(
+        per_call < std::time::Duration::from_millis(2),
+        "{per_call:?}"
+    );
 }
 
 #[test]
