@@ -583,9 +583,9 @@ impl SignatureDetector {
             .filter(|s| !s.is_empty())
             .enumerate()
         {
-            self.inspect_value(seg, false, Loc::Path(i + 1), cx);
+            self.inspect_value(seg, false, Loc::Path(i + 1));
             if self.cfg.secret_in_url {
-                self.url_secret_value(seg, Loc::Path(i + 1), cx);
+                self.url_secret_value(seg, Loc::Path(i + 1));
             }
         }
         if self.cfg.injection && memchr::memmem::find(path, b"..").is_some() {
@@ -598,7 +598,7 @@ impl SignatureDetector {
                 &mut self.tmp,
             );
             if let Some(hit) = injection::traversal(&self.buf, encoded) {
-                self.push_match(hit, Loc::Path(0), cx);
+                self.push_match(hit, Loc::Path(0));
             }
         }
         if let Some(q) = query {
@@ -607,7 +607,7 @@ impl SignatureDetector {
             }
         }
         for (name, value) in req.headers.iter() {
-            self.inspect_header(name, value, cx);
+            self.inspect_header(name, value);
         }
         if let Some(json) = cx.request_json {
             self.walk_json(json, &JsonPath::Root, 0, cx);
@@ -649,7 +649,7 @@ impl SignatureDetector {
                 }
             }
         }
-        self.inspect_value(value, true, loc, cx);
+        self.inspect_value(value, true, loc);
         if is_password_key(&name_buf)
             && !value.is_empty()
             && !self.credentials.contains(&"password_field")
@@ -662,7 +662,7 @@ impl SignatureDetector {
         self.name = name_buf;
     }
 
-    fn inspect_header(&mut self, name: &[u8], value: &[u8], cx: &Context<'_>) {
+    fn inspect_header(&mut self, name: &[u8], value: &[u8]) {
         let is = |list: &[String]| list.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name));
         if name.eq_ignore_ascii_case(b"authorization") {
             let scheme = value.split(|&c| c == b' ').next().unwrap_or(&[]);
@@ -694,18 +694,18 @@ impl SignatureDetector {
                     Some(i) => (&part[..i], &part[i + 1..]),
                     None => continue,
                 };
-                self.inspect_value(v, false, Loc::Cookie(n), cx);
+                self.inspect_value(v, false, Loc::Cookie(n));
             }
             return;
         }
         let custom = name.len() > 2 && name[..2].eq_ignore_ascii_case(b"x-");
         if custom || is(&self.cfg.inspect_headers) {
-            self.inspect_value(value, false, Loc::Header(name), cx);
+            self.inspect_value(value, false, Loc::Header(name));
         }
     }
 
     /// Decodes and classifies one value; records a hit.
-    fn inspect_value(&mut self, raw: &[u8], plus_is_space: bool, loc: Loc<'_>, cx: &Context<'_>) {
+    fn inspect_value(&mut self, raw: &[u8], plus_is_space: bool, loc: Loc<'_>) {
         if !self.cfg.injection || raw.is_empty() {
             return;
         }
@@ -723,10 +723,10 @@ impl SignatureDetector {
             &mut self.buf,
             &mut self.tmp,
         );
-        self.classify_buf(encoded, loc, cx);
+        self.classify_buf(encoded, loc);
     }
 
-    fn classify_buf(&mut self, encoded: bool, loc: Loc<'_>, _cx: &Context<'_>) {
+    fn classify_buf(&mut self, encoded: bool, loc: Loc<'_>) {
         if !injection::could_be_attack(&self.buf) {
             return;
         }
@@ -737,7 +737,7 @@ impl SignatureDetector {
         }
     }
 
-    fn push_match(&mut self, hit: Hit, loc: Loc<'_>, _cx: &Context<'_>) {
+    fn push_match(&mut self, hit: Hit, loc: Loc<'_>) {
         let ex = excerpt(&self.buf, &hit, self.cfg.max_excerpt_bytes, false);
         self.record(hit, loc, ex);
     }
@@ -793,7 +793,7 @@ impl SignatureDetector {
                         &mut self.buf,
                         &mut self.tmp,
                     );
-                    self.classify_buf(encoded, Loc::Json(path), cx);
+                    self.classify_buf(encoded, Loc::Json(path));
                 }
             }
             Value::Array(items) => {
@@ -829,7 +829,7 @@ impl SignatureDetector {
                         } else if injection::could_be_attack(k.as_bytes()) {
                             self.buf.clear();
                             self.buf.extend_from_slice(k.as_bytes());
-                            self.classify_buf(false, Loc::Json(&here), cx);
+                            self.classify_buf(false, Loc::Json(&here));
                         }
                     }
                     self.walk_json(item, &here, depth + 1, cx);
@@ -1066,7 +1066,7 @@ impl SignatureDetector {
     }
 
     /// A token in a path segment (`/reset/eyJhbGciOi...`).
-    fn url_secret_value(&mut self, raw: &[u8], loc: Loc<'_>, _cx: &Context<'_>) {
+    fn url_secret_value(&mut self, raw: &[u8], loc: Loc<'_>) {
         if raw.len() < 16 {
             return;
         }
