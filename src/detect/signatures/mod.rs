@@ -1216,22 +1216,28 @@ impl SignatureDetector {
             return;
         };
         let body = resp.body.data.as_slice();
-        if body.is_empty() {
+        if body.is_empty() || !is_text(&resp.headers, body) {
             return;
         }
         // One pass over the raw bytes decides whether anything judged is there at all.
         let mut counts = SensitiveCounts::default();
         classify(body, &mut counts);
+        let text = cx.response_json.is_none();
         let found: KindSet = {
             let mut s = KindSet::default();
             for (k, _) in counts.iter() {
-                if self.response_kinds.contains(k) {
+                // In script, markup and config text `password = x` is code, not a leak:
+                // kinds recognised by their key count only where keys are known (JSON).
+                let by_key = matches!(
+                    k,
+                    SensitiveKind::PasswordField | SensitiveKind::AwsSecretKey
+                );
+                if self.response_kinds.contains(k) && !(text && by_key) {
                     s.insert(k);
                 }
             }
             s
         };
-        let text = cx.response_json.is_none();
         // Text bodies have no keys to check against: only hash-shaped values count there.
         let hash = self.password_hash && (hash_value_in(body) || (!text && hash_key_in(body)));
         if found.is_empty() && !hash {
@@ -1427,12 +1433,43 @@ fn is_hash_key(k: &[u8]) -> bool {
     (has(b"password") || has(b"passwd") || has(b"pwd") || has(b"pass")) && has(b"hash")
 }
 
-/// A password-hash-shaped value somewhere in the bytes (a prefilter; the JSON walk confirms).
+/// A password-hash-shaped token somewhere in the bytes: a known prefix and at least 28
+/// characters of the hash alphabet (bcrypt has 60).
 fn hash_value_in(body: &[u8]) -> bool {
-    memchr::memchr_iter(b'$', body).any(|i| {
-        let rest = &body[i..];
+    let token_at = |i: usize| {
+        let rest = body.get(i..).unwrap_or(&[]);
         HASH_PREFIXES.iter().any(|p| rest.starts_with(p))
-    }) || memchr::memmem::find(body, b"pbkdf2_sha256$").is_some()
+            && rest
+                .iter()
+                .take(28)
+                .take_while(|&&c| c.is_ascii_alphanumeric() || b"./$+=_".contains(&c))
+                .count()
+                == 28
+    };
+    memchr::memchr_iter(b'$', body).any(token_at)
+        || memchr::memmem::find_iter(body, b"pbkdf2_sha256$").any(token_at)
+}
+
+/// Bodies worth scanning for sensitive text: a textual media type, or without one, a start
+/// that is printable text. Images and archives hold every byte pattern somewhere.
+fn is_text(headers: &crate::transaction::Headers, body: &[u8]) -> bool {
+    if let Some(ct) = headers.get("content-type") {
+        let ct = ct.to_ascii_lowercase();
+        let has = |w: &[u8]| memchr::memmem::find(&ct, w).is_some();
+        return ct.starts_with(b"text/")
+            || has(b"json")
+            || has(b"xml")
+            || has(b"javascript")
+            || has(b"x-www-form-urlencoded")
+            || has(b"x-pem-file")
+            || has(b"yaml");
+    }
+    let head = &body[..body.len().min(512)];
+    let printable = head
+        .iter()
+        .filter(|&&c| c.is_ascii_graphic() || c.is_ascii_whitespace() || c >= 0x80)
+        .count();
+    printable * 100 >= head.len() * 95 && !head.contains(&0)
 }
 
 /// A key named like a password hash somewhere in the bytes (a prefilter: `hash` with a

@@ -559,6 +559,21 @@ fn sensitive_data_an_endpoint_always_carried_is_quiet() {
         AlertKind::SensitiveData
     )
     .is_empty());
+    // Binary bodies hold every byte pattern somewhere: not judged.
+    let mut jpeg = String::from("\u{ff}\u{d8}\u{ff}\u{e0}\0\x10JFIF\0");
+    jpeg.push_str("$2a$abc 4111111111111111 123-45-6789\0\0\0");
+    assert!(of_kind(
+        &fx.run(&get("/logo.jpg").respond(200, &jpeg), &[]),
+        AlertKind::SensitiveData
+    )
+    .is_empty());
+    // Script that names a password field is code, not a leak.
+    let js = r#"function login(){var password="";form.pass=document.getElementById("pwd").value;}"#;
+    assert!(of_kind(
+        &fx.run(&get("/static/app.js").respond(200, js), &[]),
+        AlertKind::SensitiveData
+    )
+    .is_empty());
     // Text bodies: a private key in a plain-text response.
     let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\n";
     let fs = fx.run(&get("/api/v1/debug").respond(200, pem), &[]);
