@@ -590,7 +590,11 @@ impl SignatureDetector {
                 self.url_secret_value(seg, Loc::Path(i + 1));
             }
         }
-        if self.cfg.injection && memchr::memmem::find(path, b"..").is_some() {
+        let segment_traversal = self
+            .matches
+            .iter()
+            .any(|m| m.class == InjectionClass::PathTraversal);
+        if self.cfg.injection && !segment_traversal && memchr::memmem::find(path, b"..").is_some() {
             let encoded = injection::encodes_traversal(path);
             injection::decode_into(
                 path,

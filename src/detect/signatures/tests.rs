@@ -829,3 +829,25 @@ fn the_engine_folds_repeated_injections_into_one_alert() {
     assert_eq!(last.count, 5);
     assert_eq!(last.evidence["classes"], json!(["sqli"]));
 }
+
+proptest::proptest! {
+    /// Arbitrary request targets, headers and bodies never panic the detector, and every
+    /// finding it raises has a summary and a kind-specific evidence object.
+    #[test]
+    fn arbitrary_requests_never_panic(
+        uri in "/[ -~]{0,80}",
+        ua in "[ -~]{0,60}",
+        body in "[ -~]{0,120}",
+        status in 100u16..600,
+    ) {
+        let mut fx = Fixture::new(SignatureConfig {
+            tls_terminated_servers: vec!["10.1.0.0/24".into()],
+            ..SignatureConfig::default()
+        });
+        let call = post(&uri, &body).header("User-Agent", &ua).respond(status, &body).to([10, 9, 0, 5]);
+        for f in fx.run(&call, &[]) {
+            proptest::prop_assert!(!f.summary.is_empty());
+            proptest::prop_assert!(!f.evidence.is_empty());
+        }
+    }
+}
