@@ -31,6 +31,8 @@ pub struct DetectConfig {
     pub learned: super::learned::LearnedConfig,
     /// Behaviour detectors: bola, auth_bruteforce, recon_scan, impossible_travel.
     pub behaviour: super::behaviour::BehaviourConfig,
+    /// Injection, secrets in URLs, sensitive data, cleartext credentials, protocol anomalies.
+    pub signatures: super::signatures::SignatureConfig,
 }
 
 impl Default for DetectConfig {
@@ -44,6 +46,7 @@ impl Default for DetectConfig {
             lifecycle: LifecycleConfig::default(),
             learned: super::learned::LearnedConfig::default(),
             behaviour: Default::default(),
+            signatures: Default::default(),
         }
     }
 }
@@ -109,6 +112,7 @@ impl DetectConfig {
         }
         self.learned.check(&mut p);
         self.behaviour.check(&mut p);
+        self.signatures.check(&mut p);
         p.0
     }
 

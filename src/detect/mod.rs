@@ -23,6 +23,7 @@ pub mod behaviour;
 pub mod config;
 pub mod incident;
 pub mod learned;
+pub mod signatures;
 
 use crate::alert::{Alert, AlertKind, Client, Endpoint, Severity};
 use crate::baseline::caller::CallerProfile;
@@ -498,17 +499,20 @@ fn parse_json(
 }
 
 /// The detectors the configuration enables, in a fixed order (findings, hence alerts, come
-/// out in this order for one transaction).
+/// out in this order for one transaction): signatures (per request), behaviour (per client
+/// over time), then the learned models.
 fn build_detectors(
     cfg: &DetectConfig,
     env: &DetectEnv,
     _model: &Model,
 ) -> Result<Vec<Box<dyn Detector>>, DetectError> {
-    let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
+    let mut detectors: Vec<Box<dyn Detector>> = vec![Box::new(
+        signatures::SignatureDetector::new(&cfg.signatures).map_err(DetectError::Config)?,
+    )];
+    detectors.extend(behaviour::detectors(&cfg.behaviour, env)?);
     if let Some(t) = env.trained.as_ref().filter(|_| cfg.learned.enabled) {
         detectors.push(Box::new(learned::LearnedDetector::new(&cfg.learned, t)));
     }
-    detectors.extend(behaviour::detectors(&cfg.behaviour, env)?);
     Ok(detectors)
 }
 
