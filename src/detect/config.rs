@@ -21,6 +21,8 @@ pub struct DetectConfig {
     pub max_json_bytes: usize,
     /// Incident grouping, cooldown, suppression rules and the global alert rate limit.
     pub lifecycle: LifecycleConfig,
+    /// Baseline-deviation detectors (`[detect.baseline]`).
+    pub baseline: super::baseline::BaselineConfig,
 }
 
 impl Default for DetectConfig {
@@ -30,6 +32,7 @@ impl Default for DetectConfig {
             learning_period_secs: 7 * 24 * 3600,
             max_json_bytes: 1 << 20,
             lifecycle: LifecycleConfig::default(),
+            baseline: super::baseline::BaselineConfig::default(),
         }
     }
 }
@@ -89,6 +92,7 @@ impl DetectConfig {
             10_000_000,
         );
         p.range("lifecycle.max_samples", l.max_samples, 0, 100);
+        self.baseline.problems(&mut p);
         if let Err(e) = super::incident::Incidents::new(l) {
             p.fail("lifecycle.suppress", "[...]", e);
         }

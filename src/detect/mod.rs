@@ -19,6 +19,7 @@
 //! has a configured cap and a counter for what it turned away); no raw secret ever enters a
 //! finding (detectors describe credentials by kind and pseudonym, never by value).
 
+pub mod baseline;
 pub mod config;
 pub mod incident;
 
@@ -420,10 +421,11 @@ fn parse_json(
 /// The detectors the configuration enables, in a fixed order (findings, hence alerts, come
 /// out in this order for one transaction).
 fn build_detectors(
-    _cfg: &DetectConfig,
+    cfg: &DetectConfig,
     _env: &DetectEnv,
     _model: &Model,
 ) -> Result<Vec<Box<dyn Detector>>, DetectError> {
-    let detectors: Vec<Box<dyn Detector>> = Vec::new();
+    let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
+    detectors.extend(baseline::detectors(&cfg.baseline));
     Ok(detectors)
 }
