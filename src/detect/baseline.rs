@@ -92,7 +92,7 @@ impl Default for VolumeConfig {
             endpoint_floor: 120,
             caller_factor: 10.0,
             caller_sigmas: 5.0,
-            caller_floor: 20,
+            caller_floor: 15,
             max_endpoints: 10_000,
             max_callers: 200_000,
         }
@@ -147,8 +147,11 @@ pub struct BflaConfig {
     /// Learned calls of the endpoint needed before its callers' roles are trusted.
     pub min_learned_calls: u64,
     /// A role seen on at most this share of the endpoint's role-labelled calls counts as
-    /// never seen (a TopK count is an upper bound and may carry eviction error).
+    /// never seen there. 0: only roles never seen at all.
     pub max_role_share: f64,
+    /// Seconds of capture time after which the per-role call totals over all endpoints (which
+    /// tell a populous role from a privileged one) are recomputed.
+    pub role_refresh_secs: u64,
     /// Route words that mark an administrative function (case-insensitive substrings of
     /// the template).
     pub admin_route_words: Vec<String>,
@@ -162,7 +165,8 @@ impl Default for BflaConfig {
         BflaConfig {
             enabled: true,
             min_learned_calls: 50,
-            max_role_share: 0.001,
+            max_role_share: 0.0,
+            role_refresh_secs: 600,
             admin_route_words: strings(&["admin", "internal", "manage", "backoffice"]),
             privileged_roles: strings(&["admin", "superuser", "root", "staff", "operator"]),
         }
@@ -243,13 +247,17 @@ pub struct ExcessiveDataConfig {
     pub max_factor: f64,
     /// ...and the 99th percentile plus this many bytes.
     pub floor_bytes: u64,
-    /// Alert on response field paths never learned for the endpoint and status class.
+    /// Alert on 2xx response field paths never learned for the endpoint. (Error bodies vary
+    /// with the error and are not judged.)
     pub new_fields: bool,
     /// A learned object with more distinct member names than this is a map keyed by data
     /// (ids, dates), not a record: new members under it are not new fields.
     pub max_object_keys: usize,
     /// JSON nodes walked per response body; the rest is not judged (`walk_truncated`).
     pub max_json_nodes: usize,
+    /// Elements walked per array: records of one list share their fields, so the first few
+    /// show a new one, and a list of thousands costs no more than a short one.
+    pub max_array_items: usize,
     /// New field paths listed in the evidence.
     pub max_listed_fields: usize,
     /// Field name words that mark secrets or personal data; a new field containing one
@@ -262,13 +270,14 @@ impl Default for ExcessiveDataConfig {
         ExcessiveDataConfig {
             enabled: true,
             min_learned_docs: 50,
-            median_factor: 10.0,
-            p99_factor: 3.0,
-            max_factor: 1.5,
+            median_factor: 8.0,
+            p99_factor: 2.0,
+            max_factor: 1.25,
             floor_bytes: 1024,
             new_fields: true,
             max_object_keys: 64,
             max_json_nodes: 20_000,
+            max_array_items: 16,
             max_listed_fields: 8,
             sensitive_words: strings(&[
                 "password", "passwd", "hash", "secret", "token", "ssn", "card", "cvv", "iban",
@@ -403,6 +412,12 @@ impl BaselineConfig {
         );
         let b = &self.bfla;
         p.range("baseline.bfla.max_role_share", b.max_role_share, 0.0, 0.5);
+        p.range(
+            "baseline.bfla.role_refresh_secs",
+            b.role_refresh_secs,
+            1,
+            7 * 24 * 3600,
+        );
         let m = &self.mass_assignment;
         p.range(
             "baseline.mass_assignment.max_json_nodes",
@@ -430,6 +445,12 @@ impl BaselineConfig {
             x.max_object_keys,
             1,
             1_000_000,
+        );
+        p.range(
+            "baseline.excessive_data.max_array_items",
+            x.max_array_items,
+            1,
+            10_000_000,
         );
         p.range(
             "baseline.excessive_data.max_json_nodes",

@@ -27,6 +27,8 @@ struct Limits {
     max_listed: usize,
     /// Objects with more learned member names than this are maps.
     max_object_keys: usize,
+    /// Elements walked per array.
+    max_array_items: usize,
 }
 
 /// New paths found by a walk.
@@ -116,7 +118,7 @@ fn walk(
         Value::Array(items) => {
             let len = path.len();
             path.push_str("[]");
-            for item in items {
+            for item in items.iter().take(lim.max_array_items) {
                 walk(item, path, depth + 1, map, known, lim, out);
             }
             path.truncate(len);
@@ -255,6 +257,8 @@ impl Detector for MassAssignmentDetector {
                         max_depth: self.profile.max_json_depth,
                         max_listed: self.cfg.max_listed_fields,
                         max_object_keys: usize::MAX - 1,
+                        // A request is judged whole: one element can carry the field.
+                        max_array_items: usize::MAX,
                     };
                     let known = |path: &str| {
                         body_map.fields.contains_key(path) || spec_fields.iter().any(|f| f == path)
@@ -407,7 +411,10 @@ impl Detector for ExcessiveDataDetector {
         };
         let mut found = NewPaths::default();
         let class = status_class(status);
-        let map = class.and_then(|c| p.response_fields.get(c));
+        // Only 2xx bodies: error bodies vary with the error.
+        let map = class
+            .filter(|&c| c == 0)
+            .and_then(|c| p.response_fields.get(c));
         if let (true, Some(body), Some(map)) = (self.cfg.new_fields, cx.response_json, map) {
             if map.docs >= self.cfg.min_learned_docs {
                 if map.fields_dropped > 0 {
@@ -419,6 +426,7 @@ impl Detector for ExcessiveDataDetector {
                         max_depth: self.profile.max_json_depth,
                         max_listed: self.cfg.max_listed_fields,
                         max_object_keys: self.cfg.max_object_keys,
+                        max_array_items: self.cfg.max_array_items,
                     };
                     let known = |path: &str| map.fields.contains_key(path);
                     self.path.clear();
