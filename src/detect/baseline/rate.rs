@@ -215,10 +215,13 @@ impl VolumeDetector {
                 return;
             }
         }
-        let ring = self
-            .callers
-            .entry(subject.to_owned())
-            .or_insert_with(|| Ring::new(w));
+        if !self.callers.contains_key(subject) {
+            // The only allocation: a caller's first call.
+            self.callers.insert(subject.to_owned(), Ring::new(w));
+        }
+        let Some(ring) = self.callers.get_mut(subject) else {
+            return;
+        };
         ring.add(cx.ts, [1]);
         let [observed] = ring.sum();
         let c = &self.cfg;

@@ -403,6 +403,26 @@ fn error_spike_needs_a_share_far_above_learned_and_many_clients() {
         "{:?}",
         kinds(&alerts)
     );
+    // 404s for everyone are probes of nothing (recon), not a failing endpoint.
+    let mut calls = test_hour(5);
+    for i in 0..240u64 {
+        let status = if i % 5 < 2 { 404 } else { 200 };
+        let user = format!("user{}", i % 150);
+        calls.push(Call::get(
+            AT + i / 2,
+            &user,
+            "customer",
+            "/api/v1/status",
+            status,
+            "{}",
+        ));
+    }
+    let alerts = detect(calls);
+    assert!(
+        first(&alerts, "error_spike").is_none(),
+        "{:?}",
+        kinds(&alerts)
+    );
 }
 
 #[test]
@@ -726,4 +746,98 @@ proptest! {
             prop_assert_eq!(ring.sum()[0], naive as u64);
         }
     }
+}
+
+/// Runs `f` on the detection context of `call` against an empty model, as the engine builds
+/// it (no profiles: what state caps do does not depend on them).
+fn with_context(
+    call: &Call,
+    learner: &mut Learner,
+    f: &mut dyn FnMut(&crate::detect::Context<'_>),
+) {
+    let tx = call.tx();
+    let prepared = learner.prepare(&tx, false).unwrap();
+    let req = tx.request.as_ref().unwrap();
+    let cx = crate::detect::Context {
+        tx: &tx,
+        req,
+        resp: tx.response.as_ref(),
+        ts: tx.ts(),
+        key: &prepared.key,
+        endpoint: crate::alert::Endpoint {
+            host: prepared.key.host.clone(),
+            method: prepared.key.method.clone(),
+            route: prepared.key.template.clone(),
+        },
+        client: crate::alert::Client {
+            ip: Some(prepared.identity.client_ip),
+            identity: prepared
+                .identity
+                .subject
+                .as_ref()
+                .map(|s| s.as_str().to_owned()),
+            role: None,
+        },
+        identity: &prepared.identity,
+        object_ids: &prepared.object_ids,
+        profile: None,
+        caller: None,
+        learner,
+        spec: None,
+        request_json: None,
+        response_json: None,
+        complete: true,
+    };
+    f(&cx);
+}
+
+#[test]
+fn caller_windows_are_capped_swept_and_counted() {
+    use crate::detect::Detector;
+    let cfg = super::VolumeConfig {
+        max_callers: 2,
+        ..super::VolumeConfig::default()
+    };
+    let mut d = super::rate::VolumeDetector::new(&cfg);
+    let model = Model::new("s", "k", RouteLearner::new(RouteConfig::default()));
+    let mut learner = Learner::new(model, extractor(), LearnConfig::default());
+    let mut out = Vec::new();
+    // (second, user): the third user finds the map full of busy windows and is turned away;
+    // a window later the first two are idle and swept, so the fourth and fifth get windows.
+    for (sec, user) in [
+        (0, "u1"),
+        (1, "u2"),
+        (2, "u3"),
+        (3, "u1"),
+        (200, "u4"),
+        (201, "u5"),
+    ] {
+        let call = Call::get(sec, user, "customer", "/api/v1/status", 200, "{}");
+        with_context(&call, &mut learner, &mut |cx| d.observe(cx, &mut out));
+    }
+    let c = d.counters();
+    assert_eq!((c.callers_untracked, c.callers_swept), (1, 2), "{c:?}");
+    assert!(out.is_empty());
+}
+
+#[test]
+fn new_endpoints_counted_for_shadow_are_capped() {
+    use crate::detect::Detector;
+    let cfg = super::InventoryConfig {
+        max_new_endpoints: 1,
+        shadow_min_calls: 2,
+        ..super::InventoryConfig::default()
+    };
+    let mut d = super::inventory::InventoryDetector::new(&cfg);
+    let model = Model::new("s", "k", RouteLearner::new(RouteConfig::default()));
+    let mut learner = Learner::new(model, extractor(), LearnConfig::default());
+    let mut out = Vec::new();
+    // 401s: shadow only from the second call of a tracked endpoint.
+    for (sec, path) in [(0, "/a"), (1, "/b"), (2, "/b"), (3, "/a")] {
+        let call = Call::get(sec, "u1", "customer", path, 401, "{}");
+        with_context(&call, &mut learner, &mut |cx| d.observe(cx, &mut out));
+    }
+    assert_eq!(d.counters().endpoints_untracked, 2);
+    let routes: Vec<&str> = out.iter().map(|f| f.endpoint.route.as_str()).collect();
+    assert_eq!(routes, vec!["/a"]);
 }
