@@ -152,7 +152,12 @@ impl Detector for BflaDetector {
                 let anonymous_unseen = scheme == AuthScheme::None
                     && !p.auth_schemes.is_empty()
                     && self.unseen(&p.auth_schemes, scheme.name());
-                if role_unseen && self.less_privileged(cx, roles, &p.roles) {
+                // On an administrative route any unprivileged role never seen there will do,
+                // even one seen nowhere else (a forged claim has no popularity to compare).
+                let escalates = role_unseen
+                    && ((admin_route && !roles.iter().any(|r| self.is_privileged(r)))
+                        || self.less_privileged(cx, roles, &p.roles));
+                if escalates {
                     let conf = if admin_route { 0.95 } else { 0.8 };
                     ("role_never_seen", conf, learned_list(&p.roles))
                 } else if anonymous_unseen {

@@ -118,11 +118,12 @@ impl GraphqlDetector {
                 .any(introspects);
             return Some((info, intro));
         }
+        // A raw document only under its own media type: a JSON body too large to parse
+        // would scan as one anonymous selection with the query hidden in a string.
+        let media = cx.req.headers.get("content-type")?;
+        memchr::memmem::find(&media.to_ascii_lowercase(), b"application/graphql")?;
         let text = std::str::from_utf8(&cx.req.body.data).ok()?;
-        if !text.trim().is_empty() {
-            return Some((scan_graphql(text, None, max, 128), introspects(text)));
-        }
-        None
+        Some((scan_graphql(text, None, max, 128), introspects(text)))
     }
 }
 
