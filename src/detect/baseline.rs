@@ -74,7 +74,8 @@ pub struct VolumeConfig {
     /// ...and never below this many calls per window (also the whole threshold for a caller
     /// with no learned rate).
     pub caller_floor: u64,
-    /// Endpoints with a window; further endpoints are not judged (`endpoints_untracked`).
+    /// Learned endpoints (`min_endpoint_calls`) with a window; further endpoints are not
+    /// judged (`endpoints_untracked`).
     pub max_endpoints: usize,
     /// Identified callers with a window; when full, idle windows are swept, then further
     /// callers are not judged (`callers_untracked`).
@@ -119,7 +120,8 @@ pub struct ErrorSpikeConfig {
     /// Distinct clients among the window's errors needed: one client's failing probes are
     /// another detector's business, not an endpoint failing its users.
     pub min_clients: usize,
-    /// Endpoints with a window; further endpoints are not judged (`endpoints_untracked`).
+    /// Learned endpoints (`min_learned_calls`) with a window; further endpoints are not
+    /// judged (`endpoints_untracked`).
     pub max_endpoints: usize,
 }
 

@@ -146,6 +146,14 @@ impl VolumeDetector {
 
     fn endpoint(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         let w = self.cfg.window_secs;
+        // Only learned endpoints get a window: a scan of a thousand nonexistent paths must
+        // not fill the map and push real endpoints out.
+        let Some(p) = cx
+            .profile
+            .filter(|p| p.calls >= self.cfg.min_endpoint_calls)
+        else {
+            return;
+        };
         if !self.endpoints.contains_key(cx.key) {
             if self.endpoints.len() >= self.cfg.max_endpoints {
                 self.counters.endpoints_untracked += 1;
@@ -158,12 +166,6 @@ impl VolumeDetector {
         };
         ring.add(cx.ts, [1]);
         let [observed] = ring.sum();
-        let Some(p) = cx
-            .profile
-            .filter(|p| p.calls >= self.cfg.min_endpoint_calls)
-        else {
-            return;
-        };
         let Some((expected, basis)) = expected_per_window(&p.rate, cx.ts, w) else {
             return;
         };
@@ -388,6 +390,10 @@ impl Detector for ErrorSpikeDetector {
         };
         let class = error_class(resp.status);
         let w = self.cfg.window_secs;
+        // Only learned endpoints get a window (see the volume detector).
+        let Some(p) = cx.profile.filter(|p| p.calls >= self.cfg.min_learned_calls) else {
+            return;
+        };
         if !self.endpoints.contains_key(cx.key) {
             if self.endpoints.len() >= self.cfg.max_endpoints {
                 self.counters.endpoints_untracked += 1;
@@ -422,9 +428,6 @@ impl Detector for ErrorSpikeDetector {
         if n < c.min_responses {
             return;
         }
-        let Some(p) = cx.profile.filter(|p| p.calls >= c.min_learned_calls) else {
-            return;
-        };
         let share = errors as f64 / n as f64;
         let p0 = learned_share(&p.status, class);
         let binomial = p0 + c.sigmas * (p0 * (1.0 - p0) / n as f64).sqrt();
