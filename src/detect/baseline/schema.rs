@@ -2,7 +2,8 @@
 //! `excessive_data`.
 //!
 //! Key paths are written as the profile learns them (`$`, `$.user.role`, `$.items[].id`), so
-//! a path is new exactly when the learned [`FieldMap`] lacks it. Only the top-most new path of
+//! a path is new exactly when the learned
+//! [`FieldMap`](crate::baseline::profile::FieldMap) lacks it. Only the top-most new path of
 //! a subtree is reported (its children are new by implication). Paths the learner could not
 //! have kept are never called new: longer than its `max_key_path_bytes`, deeper than its
 //! `max_json_depth`, under a map that was full (`fields_dropped`), elements of an array only
@@ -15,9 +16,10 @@
 use super::authz::contains_ci;
 use super::{ExcessiveDataConfig, MassAssignmentConfig};
 use crate::alert::{AlertKind, Severity};
-use crate::baseline::profile::{status_class, FieldMap, ProfileConfig, STATUS_CLASSES};
+use crate::baseline::profile::{status_class, ProfileConfig, STATUS_CLASSES};
 use crate::detect::{Context, Detector, Finding};
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// Limits of one walk.
 struct Limits {
@@ -36,7 +38,7 @@ struct Limits {
 struct NewPaths {
     /// The first `max_listed` new paths, in document order.
     listed: Vec<String>,
-    /// Every new path.
+    /// New paths: distinct while they fit in `listed`, at least that many beyond.
     total: usize,
     nodes: usize,
     truncated: bool,
@@ -49,11 +51,11 @@ fn data_like_key(k: &str) -> bool {
 }
 
 /// Learned direct members of the object at `parent`, counted up to `limit + 1`.
-fn learned_members(map: &FieldMap, parent: &str, limit: usize) -> usize {
+fn learned_members<T>(fields: &BTreeMap<String, T>, parent: &str, limit: usize) -> usize {
     let mut prefix = String::with_capacity(parent.len() + 1);
     prefix.push_str(parent);
     prefix.push('.');
-    map.fields
+    fields
         .range::<str, _>((
             std::ops::Bound::Excluded(prefix.as_str()),
             std::ops::Bound::Unbounded,
@@ -68,11 +70,11 @@ fn learned_members(map: &FieldMap, parent: &str, limit: usize) -> usize {
 }
 
 /// Walks `v` at `path`, recording into `out` the top-most paths `known` rejects.
-fn walk(
+fn walk<T>(
     v: &Value,
     path: &mut String,
     depth: usize,
-    map: &FieldMap,
+    map: &BTreeMap<String, T>,
     known: &dyn Fn(&str) -> bool,
     lim: &Limits,
     out: &mut NewPaths,
@@ -97,6 +99,10 @@ fn walk(
         if data_like_key(key)
             || learned_members(map, parent, lim.max_object_keys) > lim.max_object_keys
         {
+            return;
+        }
+        // The same new member in every element of a list is one new field.
+        if out.listed.iter().any(|p| p == path) {
             return;
         }
         out.total += 1;
@@ -265,7 +271,15 @@ impl Detector for MassAssignmentDetector {
                     };
                     self.path.clear();
                     self.path.push('$');
-                    walk(body, &mut self.path, 0, body_map, &known, &lim, &mut found);
+                    walk(
+                        body,
+                        &mut self.path,
+                        0,
+                        &body_map.fields,
+                        &known,
+                        &lim,
+                        &mut found,
+                    );
                     if found.truncated {
                         self.counters.walk_truncated += 1;
                     }
@@ -431,7 +445,15 @@ impl Detector for ExcessiveDataDetector {
                     let known = |path: &str| map.fields.contains_key(path);
                     self.path.clear();
                     self.path.push('$');
-                    walk(body, &mut self.path, 0, map, &known, &lim, &mut found);
+                    walk(
+                        body,
+                        &mut self.path,
+                        0,
+                        &map.fields,
+                        &known,
+                        &lim,
+                        &mut found,
+                    );
                     if found.truncated {
                         self.counters.walk_truncated += 1;
                     }
@@ -498,5 +520,97 @@ impl Detector for ExcessiveDataDetector {
                 .with("learned_bodies", map.map_or(0, |m| m.docs));
         }
         out.push(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    /// Every key path of `v`, as the profile writes them.
+    fn all_paths(v: &Value, path: &mut String, out: &mut BTreeSet<String>) {
+        out.insert(path.clone());
+        let len = path.len();
+        match v {
+            Value::Object(m) => {
+                for (k, item) in m {
+                    path.push('.');
+                    path.push_str(k);
+                    all_paths(item, path, out);
+                    path.truncate(len);
+                }
+            }
+            Value::Array(items) => {
+                path.push_str("[]");
+                for item in items {
+                    all_paths(item, path, out);
+                }
+                path.truncate(len);
+            }
+            _ => {}
+        }
+    }
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z]{0,6}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                proptest::collection::btree_map("[a-zA-Z_]{1,8}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn lim(max_nodes: usize) -> Limits {
+        Limits {
+            max_nodes,
+            max_path_bytes: 256,
+            max_depth: 32,
+            max_listed: 4,
+            max_object_keys: 64,
+            max_array_items: usize::MAX,
+        }
+    }
+
+    proptest! {
+        /// Against a map learned from the document itself nothing is new; with one member
+        /// path removed (and its subtree), exactly that path is reported; any node budget
+        /// is honoured.
+        #[test]
+        fn new_paths_are_exactly_the_unlearned_top_most(v in json(), pick in any::<usize>(), budget in 1usize..50) {
+            let mut paths = BTreeSet::new();
+            all_paths(&v, &mut String::from("$"), &mut paths);
+            let map: BTreeMap<String, ()> = paths.iter().map(|p| (p.clone(), ())).collect();
+            let walk_with = |map: &BTreeMap<String, ()>, l: &Limits| {
+                let mut out = NewPaths::default();
+                let known = |p: &str| map.contains_key(p);
+                walk(&v, &mut String::from("$"), 0, map, &known, l, &mut out);
+                out
+            };
+            prop_assert_eq!(walk_with(&map, &lim(usize::MAX)).total, 0);
+            let members: Vec<&String> = paths
+                .iter()
+                .filter(|p| p.rsplit('.').next().is_some_and(|k| !k.contains('[') && p.contains('.')))
+                .filter(|p| !data_like_key(leaf_name(p)))
+                .collect();
+            if let Some(&gone) = members.get(pick % members.len().max(1)) {
+                let mut cut = map.clone();
+                cut.retain(|k, _| !(k == gone || k.starts_with(&format!("{gone}.")) || k.starts_with(&format!("{gone}["))));
+                let out = walk_with(&cut, &lim(usize::MAX));
+                prop_assert_eq!(out.total, 1);
+                prop_assert_eq!(&out.listed, &vec![gone.clone()]);
+            }
+            let out = walk_with(&BTreeMap::new(), &lim(budget));
+            prop_assert!(out.nodes <= budget);
+            prop_assert!(out.listed.len() <= 4 && out.listed.len() <= out.total);
+        }
     }
 }
