@@ -27,6 +27,13 @@ use crate::identity::AuthScheme;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
+/// What the bfla detector turned away.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BflaCounters {
+    /// Roles beyond the 1024 whose API-wide totals are kept (counted at each refresh).
+    pub roles_untracked: u64,
+}
+
 /// `bfla`; see the module documentation.
 pub struct BflaDetector {
     cfg: BflaConfig,
@@ -35,6 +42,7 @@ pub struct BflaDetector {
     /// Learned calls per role over every endpoint, at most [`MAX_ROLES`] roles.
     role_totals: BTreeMap<String, u64>,
     role_totals_at: Option<Timestamp>,
+    counters: BflaCounters,
 }
 
 impl BflaDetector {
@@ -46,7 +54,12 @@ impl BflaDetector {
             cfg: cfg.clone(),
             role_totals: BTreeMap::new(),
             role_totals_at: None,
+            counters: BflaCounters::default(),
         }
+    }
+
+    pub fn counters(&self) -> &BflaCounters {
+        &self.counters
     }
 
     fn is_admin_route(&self, template: &str) -> bool {
@@ -97,6 +110,8 @@ impl BflaDetector {
                     *t = t.saturating_add(e.count);
                 } else if self.role_totals.len() < MAX_ROLES {
                     self.role_totals.insert(e.item.clone(), e.count);
+                } else {
+                    self.counters.roles_untracked += 1;
                 }
             }
         }
