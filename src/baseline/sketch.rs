@@ -871,6 +871,37 @@ impl HourBucket {
     }
 }
 
+/// Which learned hours an expected rate came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateBasis {
+    /// The same hour of the week.
+    HourOfWeek,
+    /// The same hour of the day (UTC), on any day.
+    HourOfDay,
+    /// Every closed hour.
+    Overall,
+}
+
+impl RateBasis {
+    pub fn name(self) -> &'static str {
+        match self {
+            RateBasis::HourOfWeek => "hour_of_week",
+            RateBasis::HourOfDay => "hour_of_day",
+            RateBasis::Overall => "overall",
+        }
+    }
+}
+
+/// An expected hourly rate and what it rests on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateEstimate {
+    /// Mean calls per clock hour.
+    pub per_hour: f64,
+    /// Closed hours the mean was taken over.
+    pub hours: u64,
+    pub basis: RateBasis,
+}
+
 /// Calls per clock hour folded into 168 hour-of-week buckets.
 ///
 /// The hour in progress stays open until an event from a later hour closes it; the quiet hours
@@ -1011,6 +1042,41 @@ impl HourOfWeekRate {
     pub fn mean(&self, hour_of_week: usize) -> Option<f64> {
         let b = self.bucket(hour_of_week);
         (b.hours > 0).then(|| b.sum as f64 / f64::from(b.hours))
+    }
+
+    /// The expected calls per hour at `ts`, from the most specific learned basis: this
+    /// hour of the week, else this hour of the day (UTC) on other days, else the mean over
+    /// every closed hour. A short learning run (hours, not weeks) has no bucket for most
+    /// hours of the week, so detectors need the fallbacks. `None` before any hour closed.
+    pub fn expected_per_hour(&self, ts: Timestamp) -> Option<RateEstimate> {
+        let how = Self::hour_of_week(ts);
+        let b = self.bucket(how);
+        if b.hours > 0 {
+            return Some(RateEstimate {
+                per_hour: b.sum as f64 / f64::from(b.hours),
+                hours: u64::from(b.hours),
+                basis: RateBasis::HourOfWeek,
+            });
+        }
+        let (mut day_sum, mut day_hours, mut all_sum, mut all_hours) = (0u64, 0u64, 0u64, 0u64);
+        for (i, b) in self.buckets.iter().enumerate() {
+            all_sum = all_sum.saturating_add(b.sum);
+            all_hours = all_hours.saturating_add(u64::from(b.hours));
+            if i % 24 == how % 24 {
+                day_sum = day_sum.saturating_add(b.sum);
+                day_hours = day_hours.saturating_add(u64::from(b.hours));
+            }
+        }
+        let (sum, hours, basis) = if day_hours > 0 {
+            (day_sum, day_hours, RateBasis::HourOfDay)
+        } else {
+            (all_sum, all_hours, RateBasis::Overall)
+        };
+        (hours > 0).then(|| RateEstimate {
+            per_hour: sum as f64 / hours as f64,
+            hours,
+            basis,
+        })
     }
 
     /// How unusual `calls` in one hour at `ts` is: `(calls - mean) / scale`, where scale is
@@ -1487,6 +1553,30 @@ mod tests {
         assert_eq!(r.deviation(ts, 100, 2), Some(0.0));
         assert_eq!(r.deviation(ts, 400, 2), Some(30.0));
         assert_eq!(r.deviation(ts, 400, 5), None);
+    }
+
+    #[test]
+    fn expected_rate_falls_back_from_week_to_day_to_overall() {
+        let mut r = HourOfWeekRate::new();
+        assert_eq!(r.expected_per_hour(at_hour(0)), None);
+        // Hours 0..3 of the first day with 10, 20, 30 calls; hour 3 stays open.
+        for (h, n) in [(0u64, 10u64), (1, 20), (2, 30), (3, 1)] {
+            r.observe(at_hour(h), n);
+        }
+        let week = r.expected_per_hour(at_hour(1)).unwrap();
+        assert_eq!((week.per_hour, week.basis), (20.0, RateBasis::HourOfWeek));
+        // A week later, hour 1 again: the same bucket.
+        let again = r.expected_per_hour(at_hour(168 + 1)).unwrap();
+        assert_eq!(again.basis, RateBasis::HourOfWeek);
+        // The next day's hour 2 was never seen that day of the week: hour of day.
+        let day = r.expected_per_hour(at_hour(24 + 2)).unwrap();
+        assert_eq!((day.per_hour, day.basis), (30.0, RateBasis::HourOfDay));
+        // Hour 10 was never seen on any day: the overall mean of the closed hours.
+        let all = r.expected_per_hour(at_hour(10)).unwrap();
+        assert_eq!(
+            (all.per_hour, all.hours, all.basis),
+            (20.0, 3, RateBasis::Overall)
+        );
     }
 
     #[test]

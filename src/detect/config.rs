@@ -33,6 +33,8 @@ pub struct DetectConfig {
     pub behaviour: super::behaviour::BehaviourConfig,
     /// Injection, secrets in URLs, sensitive data, cleartext credentials, protocol anomalies.
     pub signatures: super::signatures::SignatureConfig,
+    /// Baseline-deviation detectors (`[detect.baseline]`).
+    pub baseline: super::baseline::BaselineConfig,
 }
 
 impl Default for DetectConfig {
@@ -47,6 +49,7 @@ impl Default for DetectConfig {
             learned: super::learned::LearnedConfig::default(),
             behaviour: Default::default(),
             signatures: Default::default(),
+            baseline: super::baseline::BaselineConfig::default(),
         }
     }
 }
@@ -107,6 +110,7 @@ impl DetectConfig {
             10_000_000,
         );
         p.range("lifecycle.max_samples", l.max_samples, 0, 100);
+        self.baseline.problems(&mut p);
         if let Err(e) = super::incident::Incidents::new(l) {
             p.fail("lifecycle.suppress", "[...]", e);
         }

@@ -20,6 +20,7 @@
 //! finding (detectors describe credentials by kind and pseudonym, never by value).
 
 pub mod behaviour;
+pub mod baseline;
 pub mod config;
 pub mod incident;
 pub mod learned;
@@ -500,7 +501,7 @@ fn parse_json(
 
 /// The detectors the configuration enables, in a fixed order (findings, hence alerts, come
 /// out in this order for one transaction): signatures (per request), behaviour (per client
-/// over time), then the learned models.
+/// over time), baseline deviations, then the learned models.
 fn build_detectors(
     cfg: &DetectConfig,
     env: &DetectEnv,
@@ -510,6 +511,7 @@ fn build_detectors(
         signatures::SignatureDetector::new(&cfg.signatures).map_err(DetectError::Config)?,
     )];
     detectors.extend(behaviour::detectors(&cfg.behaviour, env)?);
+    detectors.extend(baseline::detectors(&cfg.baseline));
     if let Some(t) = env.trained.as_ref().filter(|_| cfg.learned.enabled) {
         detectors.push(Box::new(learned::LearnedDetector::new(&cfg.learned, t)));
     }
