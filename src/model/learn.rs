@@ -577,12 +577,18 @@ mod tests {
         // The bookkeeping adds up; endpoint charges lag a full walk by what fewer than
         // REMEASURE_EVERY calls added, and catch up at the next measurement.
         assert_eq!(l.memory_bytes(), charged + callers);
-        assert!(charged <= walk && walk - charged < walk / 2, "{charged} vs {walk}");
+        assert!(
+            charged <= walk && walk - charged < walk / 2,
+            "{charged} vs {walk}"
+        );
         for t in traffic(8 * REMEASURE_EVERY as u64, 60, 8, 2) {
             l.observe(&t);
         }
         let after = l.endpoints.values().map(|(_, c)| c.bytes).sum::<usize>();
-        assert!(after > charged, "re-measured profiles are charged their growth");
+        assert!(
+            after > charged,
+            "re-measured profiles are charged their growth"
+        );
         // A learner continuing a saved model starts from the same estimate.
         let bytes = l.memory_bytes();
         let identity = IdentityExtractor::new(&IdentityConfig::default(), KEY).unwrap();

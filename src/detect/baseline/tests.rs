@@ -227,7 +227,10 @@ fn trained() -> Model {
 /// Detection over `calls` (sorted by time) against the trained model.
 fn detect_with(cfg: DetectConfig, spec: Option<Spec>, mut calls: Vec<Call>) -> Vec<Alert> {
     calls.sort_by_key(|c| c.sec);
-    let env = DetectEnv { spec, geoip: None };
+    let env = DetectEnv {
+        spec,
+        ..DetectEnv::default()
+    };
     let mut engine = DetectEngine::new(trained(), extractor(), cfg, env).unwrap();
     let mut alerts = Vec::new();
     for c in &calls {
@@ -784,8 +787,7 @@ fn with_context(
         caller: None,
         learner,
         spec: None,
-        request_json: None,
-        response_json: None,
+        bodies: crate::detect::Bodies::new(1 << 20),
         complete: true,
     };
     f(&cx);
