@@ -190,10 +190,7 @@ fn scenario_suite_recall_precision_and_false_alerts() {
             failures.push(format!("{}: only {} labelled incidents", k.kind, k.labels));
         }
         if k.recall < MIN_RECALL {
-            failures.push(format!(
-                "{}: recall {:.2} < {MIN_RECALL}",
-                k.kind, k.recall
-            ));
+            failures.push(format!("{}: recall {:.2} < {MIN_RECALL}", k.kind, k.recall));
         }
     }
     if s.precision < MIN_PRECISION {

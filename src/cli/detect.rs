@@ -44,8 +44,14 @@ pub struct DetectArgs {
     /// record per incident.
     #[arg(long)]
     pub updates: bool,
+    /// Keep learning while detecting, as the daemon does (`[detect] adapt`): traffic that
+    /// raised nothing is learned. Off by default here: offline detection judges captures
+    /// against the model as given, so captures from different days give comparable results
+    /// (a capture days after the model would otherwise teach it the days between as silence).
+    #[arg(long)]
+    pub adapt: bool,
     /// Save the baselines as adapted during detection to this model directory.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", requires = "adapt")]
     pub save_model: Option<PathBuf>,
 }
 
@@ -92,8 +98,10 @@ pub fn detect(args: DetectArgs) -> Result<()> {
         geoip: args.geoip.clone(),
         trained,
     };
-    let mut det = DetectEngine::new(model, identity, cfg.detect.clone(), env)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut detect_cfg = cfg.detect.clone();
+    detect_cfg.adapt = args.adapt;
+    let mut det =
+        DetectEngine::new(model, identity, detect_cfg, env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut source = OfflineSource::open(&args.pcaps)?;
     let mut engine = Engine::new(cfg.engine());
     let mut batch = Vec::new();

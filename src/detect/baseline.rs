@@ -93,7 +93,7 @@ impl Default for VolumeConfig {
             endpoint_floor: 120,
             caller_factor: 10.0,
             caller_sigmas: 5.0,
-            caller_floor: 15,
+            caller_floor: 40,
             max_endpoints: 10_000,
             max_callers: 200_000,
         }

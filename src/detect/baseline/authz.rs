@@ -193,8 +193,16 @@ impl Detector for BflaDetector {
             None => return,
         };
         let role = roles.first().map_or("none", String::as_str);
+        let finding = Finding::new(AlertKind::Bfla, cx);
+        // Anonymous successes are one incident per endpoint, however many addresses they come
+        // from: the finding is that the function answers without credentials.
+        let finding = if reason == "anonymous_never_seen" {
+            finding.endpoint_scope()
+        } else {
+            finding
+        };
         out.push(
-            Finding::new(AlertKind::Bfla, cx)
+            finding
                 .severity(if admin_route {
                     Severity::High
                 } else {
