@@ -19,7 +19,7 @@ use crate::alert::{AlertKind, Severity};
 use crate::baseline::profile::{status_class, ProfileConfig, STATUS_CLASSES};
 use crate::detect::{Context, Detector, Finding};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Limits of one walk.
 struct Limits {
@@ -348,6 +348,10 @@ pub struct ExcessiveDataCounters {
     pub walk_truncated: u64,
     /// Responses not judged for fields because the class's learned map was full.
     pub map_saturated: u64,
+    /// 2xx bodies neither parsed nor walked: their key paths walked clean before.
+    pub memo_hits: u64,
+    /// Clean skeletons not remembered because the memo was full.
+    pub memo_full: u64,
 }
 
 /// `excessive_data`; see the module documentation.
@@ -357,6 +361,106 @@ pub struct ExcessiveDataDetector {
     sensitive: Vec<String>,
     path: String,
     counters: ExcessiveDataCounters,
+    /// Per endpoint, skeletons ([`skeleton`]) of 2xx bodies that walked clean: a body with the
+    /// same set of key paths walks clean again (learned fields only grow), so it is neither
+    /// parsed nor walked. Semantically transparent; bounded by [`MAX_MEMO_ENDPOINTS`] and
+    /// [`MAX_MEMO_SKELETONS`].
+    clean: HashMap<u64, Vec<u64>>,
+    scratch: Vec<u64>,
+}
+
+/// Endpoints whose clean skeletons are remembered.
+const MAX_MEMO_ENDPOINTS: usize = 4096;
+/// Clean skeletons remembered per endpoint.
+const MAX_MEMO_SKELETONS: usize = 64;
+/// Key paths read from one body for its skeleton; a larger body is simply walked.
+const MAX_SKELETON_KEYS: usize = 4096;
+/// Nesting read for a skeleton; deeper bodies are simply walked.
+const MAX_SKELETON_DEPTH: usize = 64;
+
+/// A hash of the set of key paths (`$.a`, `$.items[].b`) of a JSON document, read from its
+/// raw bytes without building it (no allocation beyond `scratch`). `None` when the bytes do
+/// not look like a JSON object or array, or exceed the skeleton limits: the caller then parses
+/// and walks as usual. Key strings are hashed as written (escapes included), so two spellings
+/// of one key only cost a memo miss.
+fn skeleton(raw: &[u8], scratch: &mut Vec<u64>) -> Option<u64> {
+    const ARRAY: u64 = 0x9e37_79b9_7f4a_7c15;
+    fn mix(h: u64, bytes: &[u8]) -> u64 {
+        let mut x = h ^ 0xcbf2_9ce4_8422_2325;
+        for &b in bytes {
+            x = (x ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        x ^ (x >> 29)
+    }
+    scratch.clear();
+    // (is_object, path hash of the container, path hash of the pending key's value)
+    let mut stack: Vec<(bool, u64, u64)> = Vec::new();
+    let mut i = 0;
+    let mut expect_key = false;
+    let mut started = false;
+    while let Some(&c) = raw.get(i) {
+        match c {
+            b'{' | b'[' => {
+                let path = match stack.last() {
+                    None if started => return None,
+                    None => 1,
+                    Some(&(true, _, value)) => value,
+                    Some(&(false, arr, _)) => arr,
+                };
+                started = true;
+                if stack.len() >= MAX_SKELETON_DEPTH {
+                    return None;
+                }
+                if c == b'{' {
+                    stack.push((true, path, 0));
+                    expect_key = true;
+                } else {
+                    let arr = mix(path, &ARRAY.to_le_bytes());
+                    stack.push((false, arr, 0));
+                    expect_key = false;
+                }
+            }
+            b'}' | b']' => {
+                stack.pop()?;
+                expect_key = false;
+            }
+            b',' => expect_key = matches!(stack.last(), Some((true, _, _))),
+            b'"' => {
+                let start = i + 1;
+                let mut j = start;
+                loop {
+                    match raw.get(j) {
+                        None => return None,
+                        Some(b'\\') => j += 2,
+                        Some(b'"') => break,
+                        Some(_) => j += 1,
+                    }
+                }
+                if expect_key {
+                    let key = raw.get(start..j)?;
+                    let top = stack.last_mut()?;
+                    let path = mix(top.1, key);
+                    top.2 = path;
+                    if scratch.len() >= MAX_SKELETON_KEYS {
+                        return None;
+                    }
+                    scratch.push(path);
+                    expect_key = false;
+                }
+                i = j;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if !started || !stack.is_empty() {
+        return None;
+    }
+    scratch.sort_unstable();
+    scratch.dedup();
+    Some(scratch.iter().fold(0x8422_2325_cbf2_9ce4, |h, p| {
+        (h ^ p).wrapping_mul(0x0100_0000_01b3).rotate_left(17)
+    }))
 }
 
 impl ExcessiveDataDetector {
@@ -371,6 +475,8 @@ impl ExcessiveDataDetector {
             profile: ProfileConfig::default(),
             path: String::new(),
             counters: ExcessiveDataCounters::default(),
+            clean: HashMap::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -429,7 +535,27 @@ impl Detector for ExcessiveDataDetector {
         let map = class
             .filter(|&c| c == 0)
             .and_then(|c| p.response_fields.get(c));
-        if let (true, Some(body), Some(map)) = (self.cfg.new_fields, cx.response_json(), map) {
+        // A body whose set of key paths walked clean before walks clean again.
+        let memo = match (self.cfg.new_fields, map) {
+            (true, Some(_)) if class == Some(0) => {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                std::hash::Hash::hash(cx.key, &mut h);
+                let endpoint = std::hash::Hasher::finish(&h);
+                skeleton(&resp.body.data, &mut self.scratch).map(|s| (endpoint, s))
+            }
+            _ => None,
+        };
+        let known_clean =
+            memo.is_some_and(|(e, s)| self.clean.get(&e).is_some_and(|v| v.contains(&s)));
+        if known_clean {
+            self.counters.memo_hits += 1;
+        }
+        let body = if known_clean {
+            None
+        } else {
+            cx.response_json()
+        };
+        if let (true, Some(body), Some(map)) = (self.cfg.new_fields, body, map) {
             if map.docs >= self.cfg.min_learned_docs {
                 if map.fields_dropped > 0 {
                     self.counters.map_saturated += 1;
@@ -456,6 +582,20 @@ impl Detector for ExcessiveDataDetector {
                     );
                     if found.truncated {
                         self.counters.walk_truncated += 1;
+                    } else if found.total == 0 {
+                        if let Some((e, sk)) = memo {
+                            let room = self.clean.len() < MAX_MEMO_ENDPOINTS
+                                || self.clean.contains_key(&e);
+                            let v = if room {
+                                Some(self.clean.entry(e).or_default())
+                            } else {
+                                None
+                            };
+                            match v {
+                                Some(v) if v.len() < MAX_MEMO_SKELETONS => v.push(sk),
+                                _ => self.counters.memo_full += 1,
+                            }
+                        }
                     }
                 }
             }
@@ -612,5 +752,62 @@ mod tests {
             prop_assert!(out.nodes <= budget);
             prop_assert!(out.listed.len() <= 4 && out.listed.len() <= out.total);
         }
+    }
+}
+
+#[cfg(test)]
+mod skeleton_tests {
+    use super::skeleton;
+
+    fn sk(s: &str) -> Option<u64> {
+        skeleton(s.as_bytes(), &mut Vec::new())
+    }
+
+    #[test]
+    fn the_same_key_paths_give_the_same_skeleton_whatever_the_values() {
+        let a = sk(r#"{"id":1,"items":[{"sku":"a","qty":2},{"sku":"b","qty":3}],"next":null}"#);
+        let b = sk(r#"{ "next": "x", "items": [ {"qty": 9, "sku": "z\"q"} ], "id": "7" }"#);
+        assert!(a.is_some());
+        assert_eq!(a, b);
+        assert_eq!(
+            sk(r#"{"a":{"b":1}}"#),
+            sk(r#"{"a":{"b":[1,2,{"c":1}]}}"#).and(sk(r#"{"a":{"b":1}}"#))
+        );
+    }
+
+    #[test]
+    fn a_new_or_moved_key_changes_the_skeleton() {
+        let base = sk(r#"{"user":{"name":"x","email":"y"}}"#);
+        for other in [
+            r#"{"user":{"name":"x","email":"y","passwordHash":"h"}}"#,
+            r#"{"user":{"name":"x"},"email":"y"}"#,
+            r#"{"user":[{"name":"x","email":"y"}]}"#,
+            r#"{"user":{"name":"x","email":"y"},"name":"z"}"#,
+        ] {
+            assert_ne!(sk(other), base, "{other}");
+        }
+        // Values that look like keys are not keys.
+        assert_eq!(
+            sk(r#"{"a":"b","c":"d"}"#),
+            sk(r#"{"a":"x:y","c":"{\"k\":1}"}"#)
+        );
+    }
+
+    #[test]
+    fn non_json_and_broken_bodies_have_no_skeleton() {
+        for s in [
+            "",
+            "hello",
+            "1",
+            "\"str\"",
+            "{",
+            r#"{"a":1}}"#,
+            r#"{"a":1}{"b":2}"#,
+            r#"{"a":"unterminated}"#,
+        ] {
+            assert_eq!(sk(s), None, "{s}");
+        }
+        let deep = "[".repeat(100) + &"]".repeat(100);
+        assert_eq!(sk(&deep), None);
     }
 }

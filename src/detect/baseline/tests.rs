@@ -312,7 +312,7 @@ fn volume_spike_of_a_caller_and_not_of_a_busy_minute() {
     // The opening alert carries the first finding: one call past the floor.
     let observed = a.evidence["observed_calls"].as_f64().unwrap();
     assert!(observed > a.evidence["threshold_calls"].as_f64().unwrap());
-    assert_eq!(a.evidence["threshold_calls"], 15.0);
+    assert_eq!(a.evidence["threshold_calls"], 40.0);
     let spikes: Vec<_> = alerts
         .iter()
         .filter(|a| a.kind.name() == "volume_spike")

@@ -1226,23 +1226,38 @@ impl SignatureDetector {
         // One pass over the raw bytes decides whether anything judged is there at all.
         let mut counts = SensitiveCounts::default();
         classify(body, &mut counts);
-        let text = cx.response_json().is_none();
-        let found: KindSet = {
+        let by_key = |k: SensitiveKind| {
+            matches!(
+                k,
+                SensitiveKind::PasswordField | SensitiveKind::AwsSecretKey
+            )
+        };
+        // Whether the body is JSON decides how key-judged kinds count; parsing it is the
+        // costliest step here, so it happens only when something in the raw bytes needs it.
+        let needs_json = counts
+            .iter()
+            .any(|(k, _)| by_key(k) && self.response_kinds.contains(k))
+            || (self.password_hash && hash_key_in(body));
+        let found_in = |text: bool| {
             let mut s = KindSet::default();
             for (k, _) in counts.iter() {
                 // In script, markup and config text `password = x` is code, not a leak:
                 // kinds recognised by their key count only where keys are known (JSON).
-                let by_key = matches!(
-                    k,
-                    SensitiveKind::PasswordField | SensitiveKind::AwsSecretKey
-                );
-                if self.response_kinds.contains(k) && !(text && by_key) {
+                if self.response_kinds.contains(k) && !(text && by_key(k)) {
                     s.insert(k);
                 }
             }
             s
         };
+        let text = needs_json && cx.response_json().is_none();
+        let found = found_in(text);
         // Text bodies have no keys to check against: only hash-shaped values count there.
+        let hash = self.password_hash && (hash_value_in(body) || (!text && hash_key_in(body)));
+        if found.is_empty() && !hash {
+            return;
+        }
+        let text = cx.response_json().is_none();
+        let found = found_in(text);
         let hash = self.password_hash && (hash_value_in(body) || (!text && hash_key_in(body)));
         if found.is_empty() && !hash {
             return;
