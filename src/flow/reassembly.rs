@@ -1674,6 +1674,14 @@ mod tests {
                 Owned::Anomaly(a) => {
                     prop_assert_eq!(*a, TcpAnomaly::OverlapMismatch);
                     prop_assert!(case.corrupted, "mismatch reported without corruption");
+                    // The segment flagged is one that contradicts the first copy somewhere.
+                    let differs = match case.steps.get(*i) {
+                        Some(Step::Seg(at, bytes, _)) => bytes.iter().enumerate().any(
+                            |(k, b)| matches!(first.get(at + k), Some(Some((w, _))) if w != b),
+                        ),
+                        _ => false,
+                    };
+                    prop_assert!(differs, "step {} flagged but agrees with the stream", i);
                 }
             }
         }
@@ -1696,8 +1704,109 @@ mod tests {
         Ok(gaps)
     }
 
+    /// Without gaps and with a ring larger than any case, retention must flag every segment
+    /// that contradicts a byte delivered after the stream's first reach behind its delivery
+    /// point, and only those (or ones contradicting buffered bytes). Returns the steps whose
+    /// retained-byte comparison must find a mismatch.
+    fn must_flag(case: &Case, run: &Run) -> Vec<usize> {
+        let base = if case.syn {
+            0
+        } else {
+            match case.steps.iter().find_map(|s| match s {
+                Step::Seg(at, ..) => Some(*at),
+                Step::Ack(_) => None,
+            }) {
+                Some(at) => at,
+                None => return Vec::new(),
+            }
+        };
+        // The byte delivered at each stream position, and how far delivery got before each step.
+        let mut delivered: Vec<u8> = Vec::new();
+        let mut reached = vec![0usize; case.steps.len() + 1];
+        for (i, ev) in &run.events {
+            match ev {
+                Owned::Data(d) => delivered.extend_from_slice(d),
+                // Before the first gap only: a gap empties the ring.
+                Owned::Gap(_) => break,
+                _ => continue,
+            }
+            for r in reached.iter_mut().skip(i + 1) {
+                *r = delivered.len();
+            }
+        }
+        let mut ring_from = None;
+        let mut want = Vec::new();
+        for (i, step) in case.steps.iter().enumerate() {
+            let Step::Seg(at, bytes, _) = step else {
+                continue;
+            };
+            let next = base + reached[i];
+            let (lo, hi) = ((*at).max(base), (at + bytes.len()).min(next));
+            if lo >= hi {
+                continue;
+            }
+            let Some(from) = ring_from else {
+                ring_from = Some(next);
+                continue;
+            };
+            let differs = (lo.max(from)..hi).any(|p| {
+                let seen = bytes.get(p - at);
+                seen.is_some() && seen != delivered.get(p - base)
+            });
+            if differs {
+                want.push(i);
+            }
+        }
+        want
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Retention only ever adds `OverlapMismatch` flags: with it on, the data, gaps and FIN
+        /// are exactly those of a run with it off (the first copy still wins), identical
+        /// retransmissions are never flagged (checked by the oracle), and without gaps every
+        /// segment that contradicts a retained byte is flagged.
+        #[test]
+        fn retention_flags_conflicts_and_never_changes_delivery(
+            case in case_strategy(0),
+            small in 1usize..64,
+        ) {
+            let off = run(&case, &retaining(0), 64 << 20)?;
+            let whole = run(&case, &retaining(4096), 64 << 20)?;
+            let tiny = run(&case, &retaining(small), 64 << 20)?;
+            let strip = |r: &Run| -> Vec<Owned> {
+                r.events
+                    .iter()
+                    .filter(|(_, e)| !matches!(e, Owned::Anomaly(_)))
+                    .map(|(_, e)| e.clone())
+                    .collect()
+            };
+            let flagged = |r: &Run| -> Vec<usize> {
+                let mut v: Vec<usize> = r
+                    .events
+                    .iter()
+                    .filter(|(_, e)| matches!(e, Owned::Anomaly(_)))
+                    .map(|(i, _)| *i)
+                    .collect();
+                v.dedup();
+                v
+            };
+            for r in [&whole, &tiny] {
+                check_against_oracle(&case, r)?;
+                prop_assert_eq!(strip(r), strip(&off));
+                prop_assert_eq!(r.stats.overlap_mismatches as usize, flagged(r).len());
+                let without = flagged(&off);
+                prop_assert!(without.iter().all(|i| flagged(r).contains(i)));
+            }
+            let got = flagged(&whole);
+            for i in must_flag(&case, &whole) {
+                prop_assert!(got.contains(&i), "step {} contradicts retained bytes unflagged", i);
+            }
+            if !case.corrupted {
+                prop_assert_eq!(whole.stats.overlap_mismatches, 0);
+            }
+        }
 
         /// Generous limits, no ACKs: the output is fully determined by the byte map. Every
         /// received position is `Data` with its first copy, every other one is inside a `Gap`,
