@@ -565,6 +565,8 @@ pub fn reassembly(data: &[u8]) {
         max_segments: usize::from(limits >> 4) + 1,
         // Small enough that a far segment is often out of window, large enough for the offsets.
         max_ahead_bytes: 1 << 20,
+        // Not a power of two, and small, so retransmissions wrap the ring at odd offsets.
+        overlap_retain_bytes: 200,
     };
     let memcap = 64 * (usize::from(memcap) + 1);
     let mut budget = MemBudget::new(memcap);

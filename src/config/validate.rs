@@ -268,6 +268,7 @@ fn stream(cfg: &Config, out: &mut Vec<Problem>) {
     s.range_usize("max_segments", t.max_segments, 1, 1_000_000);
     // Beyond 2^31 "ahead" and "behind" are no longer distinguishable in sequence space.
     s.range("max_ahead_bytes", t.max_ahead_bytes, 1, 1 << 31);
+    s.range_usize("overlap_retain_bytes", t.overlap_retain_bytes, 0, 16 * MIB);
 }
 
 fn http(cfg: &Config, out: &mut Vec<Problem>) {

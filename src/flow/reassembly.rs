@@ -21,9 +21,14 @@
 //! - No clock, no I/O, no panics on any input; every limit is a [`StreamConfig`] field with a
 //!   policy and a counter in [`StreamStats`].
 //!
-//! Deliberately absent: comparing retransmissions with bytes already delivered (those are gone;
-//! only overlaps with still-buffered bytes are checked), RST and connection state (the flow
-//! table's job), urgent data, and PAWS/timestamp checks.
+//! - Retransmissions of delivered bytes are checked against a small ring of the last bytes
+//!   delivered, kept per stream only once that stream has first reached back behind its delivery
+//!   point: a stream that never retransmits keeps nothing and pays one `None` test per delivery.
+//!   Verification only reports; it never changes what is delivered (the first copy still wins).
+//!
+//! Deliberately absent: comparing retransmissions with delivered bytes older than the ring, or
+//! delivered before the stream's first retransmission (counted as `overlaps_unverified`), RST and
+//! connection state (the flow table's job), urgent data, and PAWS/timestamp checks.
 
 use super::seq::SeqNum;
 use std::collections::BTreeMap;
@@ -47,6 +52,15 @@ pub struct StreamConfig {
     /// bogus: it is ignored and reported as `SegmentOutOfWindow` / `AckOutOfWindow`. The largest
     /// window TCP can advertise is 2^30 bytes (RFC 7323 §2.3), so that is the default.
     pub max_ahead_bytes: u64,
+    /// Delivered bytes kept per direction to compare later retransmissions of them against.
+    /// Nothing is kept until a stream first receives a segment reaching back behind its
+    /// delivery point; from then on its last `overlap_retain_bytes` delivered bytes are kept in a
+    /// ring charged to the shared memcap, and a retransmission that differs from them raises
+    /// `OverlapMismatch` (`overlap_mismatches`). Rings together take at most half the memcap; a
+    /// ring that does not fit is not kept (`retain_memcap_hits`) and asked for again at the next
+    /// retransmission. Bytes that cannot be compared are counted in `overlaps_unverified`.
+    /// 0 disables. Default 4096.
+    pub overlap_retain_bytes: usize,
 }
 
 impl Default for StreamConfig {
@@ -55,6 +69,7 @@ impl Default for StreamConfig {
             max_buffered_bytes: 1 << 20,
             max_segments: 2048,
             max_ahead_bytes: 1 << 30,
+            overlap_retain_bytes: 4096,
         }
     }
 }
@@ -63,10 +78,14 @@ impl Default for StreamConfig {
 ///
 /// Single-threaded by design (each worker owns its own); a stream that cannot charge it first
 /// gives up its own earliest hole, so one stream's backlog never blocks another's delivery.
+/// Retention rings are charged here too, but together never more than half the cap, so
+/// verifying retransmissions can never starve reassembly of more than half its memory.
 #[derive(Debug, PartialEq, Eq)]
 pub struct MemBudget {
     memcap_bytes: usize,
     used: usize,
+    /// The part of `used` held by retention rings.
+    retained: usize,
 }
 
 impl MemBudget {
@@ -74,7 +93,33 @@ impl MemBudget {
         MemBudget {
             memcap_bytes,
             used: 0,
+            retained: 0,
         }
+    }
+
+    /// Bytes currently charged by retention rings (included in `used`).
+    pub fn retained(&self) -> usize {
+        self.retained
+    }
+
+    /// Charges `n` bytes for a retention ring if they fit under the cap and keep all rings
+    /// within half of it; charges nothing otherwise.
+    fn try_charge_retained(&mut self, n: usize) -> bool {
+        let fits = self
+            .retained
+            .checked_add(n)
+            .is_some_and(|total| total <= self.memcap_bytes / 2);
+        if fits && self.try_charge(n) {
+            self.retained += n;
+            return true;
+        }
+        false
+    }
+
+    /// Returns `n` bytes charged by `try_charge_retained`.
+    fn release_retained(&mut self, n: usize) {
+        self.release(n);
+        self.retained = self.retained.saturating_sub(n);
     }
 
     /// Bytes currently charged by all streams.
@@ -159,8 +204,17 @@ pub struct StreamStats {
     pub overlaps: u64,
     /// Payload bytes that overlapped bytes still buffered (and were discarded, first-wins).
     pub overlap_bytes: u64,
-    /// Segments whose overlapping bytes differed from the buffered copy.
+    /// Segments whose overlapping bytes differed from the buffered or retained copy.
     pub overlap_mismatches: u64,
+    /// Segments reaching back behind the delivery point of which some bytes could not be
+    /// compared with what was delivered (no ring yet, older than the ring, or lost).
+    pub overlaps_unverified: u64,
+    /// Bytes behind the delivery point compared with the retained copy.
+    pub overlap_verified_bytes: u64,
+    /// Streams that started retaining delivered bytes (after their first retransmission).
+    pub retaining_streams: u64,
+    /// Times a retention ring was not kept because the memcap (or its half for rings) was full.
+    pub retain_memcap_hits: u64,
     /// Segments that had to be buffered because they arrived ahead of a hole.
     pub out_of_order_segments: u64,
     /// `Gap` events delivered.
@@ -192,6 +246,10 @@ impl StreamStats {
             overlaps,
             overlap_bytes,
             overlap_mismatches,
+            overlaps_unverified,
+            overlap_verified_bytes,
+            retaining_streams,
+            retain_memcap_hits,
             out_of_order_segments,
             gaps,
             gap_bytes,
@@ -209,6 +267,10 @@ impl StreamStats {
         self.overlaps += overlaps;
         self.overlap_bytes += overlap_bytes;
         self.overlap_mismatches += overlap_mismatches;
+        self.overlaps_unverified += overlaps_unverified;
+        self.overlap_verified_bytes += overlap_verified_bytes;
+        self.retaining_streams += retaining_streams;
+        self.retain_memcap_hits += retain_memcap_hits;
         self.out_of_order_segments += out_of_order_segments;
         self.gaps += gaps;
         self.gap_bytes += gap_bytes;
@@ -268,6 +330,92 @@ pub struct Stream {
     buffered: usize,
     /// What this stream has charged to the budget: capacities in `segs` plus overheads.
     charged: usize,
+    /// The last bytes delivered, kept only once this stream has reached back behind `next`
+    /// (never when `overlap_retain_bytes` is 0). Boxed so a stream that never retransmits pays
+    /// one pointer for it. Its charge is `Retained::cost` and `flush` returns it.
+    retained: Option<Box<Retained>>,
+}
+
+/// A ring of the last delivered bytes of a stream, by stream offset: offset `o` is kept at
+/// `buf[o % buf.len()]`.
+///
+/// Invariant: `buf` is non-empty, `len <= buf.len()` and `len <= end`, and the ring holds exactly
+/// the bytes delivered at offsets `[end - len, end)`, which were one run of `Data` (a delivery
+/// that does not continue at `end`, i.e. one after a gap, starts the run afresh).
+#[derive(Debug)]
+struct Retained {
+    buf: Box<[u8]>,
+    end: u64,
+    len: usize,
+}
+
+/// What comparing a retransmission with the retained bytes found.
+struct Verified {
+    /// Bytes that could be compared.
+    compared: u64,
+    /// Some compared byte differed.
+    differs: bool,
+}
+
+impl Retained {
+    /// The budget charge of a ring holding `n` bytes: its buffer plus the box, rounded up.
+    fn cost(n: usize) -> usize {
+        n.saturating_add(SEGMENT_OVERHEAD_BYTES)
+    }
+
+    /// Records bytes delivered at offset `at`.
+    fn push(&mut self, at: u64, data: &[u8]) {
+        if at != self.end {
+            self.len = 0;
+        }
+        // Only the newest `buf.len()` bytes can be kept.
+        let skip = data.len().saturating_sub(self.buf.len());
+        let data = data.get(skip..).unwrap_or_default();
+        let at = at + skip as u64;
+        let (first, second) = self.pieces(at, data.len());
+        let (head, tail) = data.split_at(first.len().min(data.len()));
+        if let Some(dst) = self.buf.get_mut(first) {
+            dst.copy_from_slice(head);
+        }
+        if let Some(dst) = self.buf.get_mut(second) {
+            dst.copy_from_slice(tail);
+        }
+        self.end = at + data.len() as u64;
+        self.len = self.len.saturating_add(data.len()).min(self.buf.len());
+    }
+
+    /// Compares `data`, seen at offset `at`, with the retained bytes where they overlap.
+    fn verify(&self, at: u64, data: &[u8]) -> Verified {
+        let from = at.max(self.end.saturating_sub(self.len as u64));
+        let to = (at + data.len() as u64).min(self.end);
+        if from >= to {
+            return Verified {
+                compared: 0,
+                differs: false,
+            };
+        }
+        // Both bounds lie within `data`, and `to - from <= len <= buf.len()`.
+        let seen = data
+            .get((from - at) as usize..(to - at) as usize)
+            .unwrap_or_default();
+        let (first, second) = self.pieces(from, seen.len());
+        let (head, tail) = seen.split_at(first.len().min(seen.len()));
+        let same = self.buf.get(first) == Some(head) && self.buf.get(second) == Some(tail);
+        Verified {
+            compared: to - from,
+            differs: !same,
+        }
+    }
+
+    /// Where `n <= buf.len()` bytes from offset `at` sit in `buf`: up to the end of the buffer,
+    /// then wrapped round to its start.
+    fn pieces(&self, at: u64, n: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let cap = self.buf.len();
+        // The remainder is below `cap`, so it fits usize; `cap` is never 0 (see `arm`).
+        let slot = at.checked_rem(cap as u64).unwrap_or(0) as usize;
+        let first = n.min(cap - slot);
+        (slot..slot + first, 0..n - first)
+    }
 }
 
 impl Stream {
@@ -288,7 +436,8 @@ impl Stream {
         if self.started && (self.next != 0 || !self.segs.is_empty() || self.fin_at.is_some()) {
             return;
         }
-        // Nothing is held (checked above), so starting afresh leaks no budget.
+        // Nothing is held (checked above; a retention ring exists only once `next > 0`), so
+        // starting afresh leaks no budget.
         *self = Stream {
             started: true,
             isn: Some(isn),
@@ -354,13 +503,24 @@ impl Stream {
         if start > seg_start {
             ctx.stats.retransmitted_bytes += (end.min(next) - seg_start).max(0) as u64;
         }
+        // The bytes behind the delivery point (from the stream's start on) were reported
+        // already; they only get compared with what was delivered there.
+        let (behind, behind_end) = (seg_start.max(0), end.min(next));
+        let mut flagged = false;
+        if behind < behind_end {
+            // Both bounds lie within [0, next] and within the payload's span.
+            let data = payload
+                .get((behind - seg_start) as usize..(behind_end - seg_start) as usize)
+                .unwrap_or_default();
+            flagged = self.verify_behind(behind as u64, data, ctx, out);
+        }
         if start < end {
             // Both bounds lie within [next, next + 2^31 + payload.len()], so they fit u64, and
             // their distances from seg_start are within the payload.
             let data = payload
                 .get((start - seg_start) as usize..(end - seg_start) as usize)
                 .unwrap_or_default();
-            self.insert(start as u64, data, ctx, out);
+            self.insert(start as u64, data, flagged, ctx, out);
         }
         self.drain(ctx, out);
     }
@@ -401,6 +561,9 @@ impl Stream {
     pub fn flush(&mut self, ctx: &mut StreamCtx, out: &mut dyn FnMut(StreamEvent<'_>)) {
         let target = self.fin_at.unwrap_or(self.seen_end.max(self.next));
         self.give_up_until(target, ctx, out);
+        if let Some(r) = self.retained.take() {
+            ctx.budget.release_retained(Retained::cost(r.buf.len()));
+        }
         // Delivery emptied the map; replacing it also returns the (empty) root node.
         self.segs = BTreeMap::new();
         ctx.budget.release(self.charged);
@@ -411,6 +574,12 @@ impl Stream {
     /// Out-of-order payload bytes held.
     pub fn buffered_bytes(&self) -> usize {
         self.buffered
+    }
+
+    /// Delivered bytes held to verify retransmissions against (0 until the stream first
+    /// reaches back behind its delivery point).
+    pub fn retained_bytes(&self) -> usize {
+        self.retained.as_ref().map_or(0, |r| r.len)
     }
 
     /// Bytes delivered as `Data` so far.
@@ -451,12 +620,60 @@ impl Stream {
         }
     }
 
+    /// Compares the part `data` of a segment lying behind the delivery point, at offset `at`,
+    /// with the retained copy of what was delivered there. The first such segment only starts
+    /// the ring (there is nothing to compare it with yet). Returns whether a mismatch was
+    /// reported.
+    fn verify_behind(
+        &mut self,
+        at: u64,
+        data: &[u8],
+        ctx: &mut StreamCtx,
+        out: &mut dyn FnMut(StreamEvent<'_>),
+    ) -> bool {
+        let Some(ring) = self.retained.as_deref() else {
+            ctx.stats.overlaps_unverified += 1;
+            self.arm(ctx);
+            return false;
+        };
+        let v = ring.verify(at, data);
+        ctx.stats.overlap_verified_bytes += v.compared;
+        if v.compared < data.len() as u64 {
+            ctx.stats.overlaps_unverified += 1;
+        }
+        if v.differs {
+            ctx.stats.overlap_mismatches += 1;
+            out(StreamEvent::Anomaly(TcpAnomaly::OverlapMismatch));
+        }
+        v.differs
+    }
+
+    /// Starts retaining delivered bytes, if enabled and the budget allows.
+    fn arm(&mut self, ctx: &mut StreamCtx) {
+        let n = ctx.cfg.overlap_retain_bytes;
+        if n == 0 {
+            return;
+        }
+        if !ctx.budget.try_charge_retained(Retained::cost(n)) {
+            ctx.stats.retain_memcap_hits += 1;
+            return;
+        }
+        ctx.stats.retaining_streams += 1;
+        self.retained = Some(Box::new(Retained {
+            buf: vec![0; n].into_boxed_slice(),
+            end: self.next,
+            len: 0,
+        }));
+    }
+
     /// Places `data` at offset `start` (>= `next`), skipping what is already buffered (first
-    /// wins) and delivering or storing the rest.
+    /// wins) and delivering or storing the rest. `flagged`: this segment's mismatch was reported
+    /// already (one anomaly per segment).
     fn insert(
         &mut self,
         start: u64,
         data: &[u8],
+        flagged: bool,
         ctx: &mut StreamCtx,
         out: &mut dyn FnMut(StreamEvent<'_>),
     ) {
@@ -500,7 +717,7 @@ impl Stream {
         if buffered_any {
             ctx.stats.out_of_order_segments += 1;
         }
-        if mismatch {
+        if mismatch && !flagged {
             ctx.stats.overlap_mismatches += 1;
             out(StreamEvent::Anomaly(TcpAnomaly::OverlapMismatch));
         }
@@ -626,6 +843,9 @@ impl Stream {
     fn deliver(&mut self, data: &[u8], ctx: &mut StreamCtx, out: &mut dyn FnMut(StreamEvent<'_>)) {
         if data.is_empty() {
             return;
+        }
+        if let Some(ring) = self.retained.as_deref_mut() {
+            ring.push(self.next, data);
         }
         let n = data.len() as u64;
         self.advance(n);
@@ -784,6 +1004,9 @@ mod tests {
     fn in_order_data_is_delivered_without_buffering() {
         let o = check("syn 100; seg 101 GET; seg 104 _/; seg 106 -", "'GET_/'");
         assert_eq!((o.stream.buffered_bytes(), o.budget.used()), (0, 0));
+        // Nor is anything retained for a stream that never retransmits.
+        assert!(o.stream.retained.is_none());
+        assert_eq!(o.stats.retaining_streams, 0);
         assert_eq!(o.stats.segments, 3);
         assert_eq!(o.stream.next_seq(), Some(SeqNum(106)));
     }
@@ -828,8 +1051,147 @@ mod tests {
     fn retransmissions_are_delivered_once() {
         let o = check("syn 0; seg 1 abc; seg 1 abc; seg 2 bcd", "'abcd'");
         assert_eq!(o.stats.retransmitted_bytes, 5);
-        // Bytes already delivered are gone, so differing copies of them cannot be compared.
-        check("syn 0; seg 1 abc; seg 1 XYZ; seg 4 d", "'abcd'");
+        // The first reach behind the delivery point only starts retention: the bytes it
+        // overlaps were delivered before anything was kept, so they cannot be compared.
+        let o = check("syn 0; seg 1 abc; seg 1 XYZ; seg 4 d", "'abcd'");
+        assert_eq!(
+            (o.stats.overlaps_unverified, o.stats.retaining_streams),
+            (1, 1)
+        );
+        assert_eq!(o.stream.retained_bytes(), 1);
+        // Out-of-order arrivals never reach behind the delivery point: nothing is retained.
+        let o = check("syn 0; seg 4 def; seg 1 abc", "'abcdef'");
+        assert!(o.stream.retained.is_none());
+        // Nor do bytes from before a midstream pickup, which were never part of the stream.
+        let o = check("seg 5000 abc; seg 4998 xy; seg 5003 d", "'abcd'");
+        assert_eq!(
+            (o.stats.overlaps_unverified, o.stats.retaining_streams),
+            (0, 0)
+        );
+    }
+
+    #[test]
+    fn retransmissions_of_delivered_bytes_are_checked_once_retaining() {
+        // Retaining from the first retransmission on, a later copy with other bytes is flagged
+        // where it overlaps what was kept; delivery is unchanged (the first copy won).
+        let o = check(
+            "syn 0; seg 1 abc; seg 1 abc; seg 4 def; seg 3 cXe",
+            "'abcdef' !overlap_mismatch",
+        );
+        assert_eq!(o.stats.overlap_mismatches, 1);
+        // 'c' was delivered before retention started: unverified. 'Xe' was compared.
+        assert_eq!(o.stats.overlap_verified_bytes, 2);
+        assert_eq!(o.stats.overlaps_unverified, 2);
+        // Identical retransmissions, the normal case, are silent.
+        let o = check(
+            "syn 0; seg 1 abc; seg 1 abc; seg 4 def; seg 4 def; seg 5 ef",
+            "'abcdef'",
+        );
+        assert_eq!(
+            (o.stats.overlap_mismatches, o.stats.overlap_verified_bytes),
+            (0, 5)
+        );
+        assert_eq!(o.stats.overlaps_unverified, 1);
+        // The flag comes before the new bytes the same segment carries.
+        check(
+            "syn 0; seg 1 abc; seg 1 abc; seg 4 def; seg 5 eXgh",
+            "'abcdef' !overlap_mismatch 'gh'",
+        );
+        // A segment contradicting both retained and buffered bytes is one anomaly.
+        let o = check(
+            "syn 0; seg 1 ab; seg 1 ab; seg 3 cd; seg 8 hi; seg 4 XefgZi",
+            "'abcd' !overlap_mismatch 'efghi'",
+        );
+        assert_eq!(o.stats.overlap_mismatches, 1);
+        // A gap ends the retained run: what lies before it is no longer compared.
+        check(
+            "syn 0; seg 1 ab; seg 1 ab; seg 3 cd; ack 7; seg 7 gh; seg 3 XY; seg 7 gZ",
+            "'abcd' gap:2 'gh' !overlap_mismatch",
+        );
+    }
+
+    fn retaining(overlap_retain_bytes: usize) -> StreamConfig {
+        StreamConfig {
+            overlap_retain_bytes,
+            ..StreamConfig::default()
+        }
+    }
+
+    #[test]
+    fn retention_ring_keeps_the_newest_bytes_across_its_wrap() {
+        let cfg = retaining(4);
+        // After 'bc' and 'de' the ring holds offsets 1..5, the last one wrapped to its start.
+        let o = check_with(
+            &cfg,
+            1 << 20,
+            "syn 0; seg 1 a; seg 1 a; seg 2 bc; seg 4 de; seg 3 cde",
+            "'abcde'",
+        );
+        assert_eq!(o.stats.overlap_verified_bytes, 3);
+        assert_eq!(o.stream.retained_bytes(), 4);
+        check_with(
+            &cfg,
+            1 << 20,
+            "syn 0; seg 1 a; seg 1 a; seg 2 bc; seg 4 de; seg 3 cdX",
+            "'abcde' !overlap_mismatch",
+        );
+        // A delivery longer than the ring keeps its last bytes; older ones are unverified.
+        let o = check_with(
+            &cfg,
+            1 << 20,
+            "syn 0; seg 1 a; seg 1 a; seg 2 bcdefg; seg 3 cdeXg",
+            "'abcdefg' !overlap_mismatch",
+        );
+        assert_eq!(o.stats.overlap_verified_bytes, 4);
+        assert_eq!(o.stats.overlaps_unverified, 2);
+        let o = check_with(
+            &cfg,
+            1 << 20,
+            "syn 0; seg 1 a; seg 1 a; seg 2 bcdefg; seg 2 Xcdefg",
+            "'abcdefg'",
+        );
+        assert_eq!(o.stats.overlaps_unverified, 2);
+    }
+
+    #[test]
+    fn retention_is_optional_bounded_and_released() {
+        // Disabled: nothing is kept and every reach behind is unverified.
+        let o = check_with(
+            &retaining(0),
+            1 << 20,
+            "syn 0; seg 1 abc; seg 1 abc; seg 1 XYZ",
+            "'abc'",
+        );
+        assert_eq!(
+            (o.stats.overlaps_unverified, o.stats.retaining_streams),
+            (2, 0)
+        );
+        // Rings take at most half the memcap: one byte short, the ring is refused and asked for
+        // again at the next retransmission.
+        let cost = 4 + SEGMENT_OVERHEAD_BYTES;
+        let o = check_with(
+            &retaining(4),
+            2 * cost - 1,
+            "syn 0; seg 1 abc; seg 1 abc; seg 1 XYZ",
+            "'abc'",
+        );
+        assert_eq!((o.stats.retain_memcap_hits, o.budget.used()), (2, 0));
+        let o = check_with(
+            &retaining(4),
+            2 * cost,
+            "syn 0; seg 1 abc; seg 1 abc; seg 4 d; seg 3 cX",
+            "'abcd' !overlap_mismatch",
+        );
+        assert_eq!((o.budget.used(), o.budget.retained()), (cost, cost));
+        // Flushing returns the ring's charge.
+        let o = check_with(
+            &retaining(4),
+            2 * cost,
+            "syn 0; seg 1 abc; seg 1 abc; seg 4 d; flush",
+            "'abcd'",
+        );
+        assert_eq!((o.budget.used(), o.budget.retained()), (0, 0));
+        assert!(o.stream.retained.is_none());
     }
 
     #[test]
@@ -1312,6 +1674,14 @@ mod tests {
                 Owned::Anomaly(a) => {
                     prop_assert_eq!(*a, TcpAnomaly::OverlapMismatch);
                     prop_assert!(case.corrupted, "mismatch reported without corruption");
+                    // The segment flagged is one that contradicts the first copy somewhere.
+                    let differs = match case.steps.get(*i) {
+                        Some(Step::Seg(at, bytes, _)) => bytes.iter().enumerate().any(
+                            |(k, b)| matches!(first.get(at + k), Some(Some((w, _))) if w != b),
+                        ),
+                        _ => false,
+                    };
+                    prop_assert!(differs, "step {} flagged but agrees with the stream", i);
                 }
             }
         }
@@ -1334,8 +1704,109 @@ mod tests {
         Ok(gaps)
     }
 
+    /// Without gaps and with a ring larger than any case, retention must flag every segment
+    /// that contradicts a byte delivered after the stream's first reach behind its delivery
+    /// point, and only those (or ones contradicting buffered bytes). Returns the steps whose
+    /// retained-byte comparison must find a mismatch.
+    fn must_flag(case: &Case, run: &Run) -> Vec<usize> {
+        let base = if case.syn {
+            0
+        } else {
+            match case.steps.iter().find_map(|s| match s {
+                Step::Seg(at, ..) => Some(*at),
+                Step::Ack(_) => None,
+            }) {
+                Some(at) => at,
+                None => return Vec::new(),
+            }
+        };
+        // The byte delivered at each stream position, and how far delivery got before each step.
+        let mut delivered: Vec<u8> = Vec::new();
+        let mut reached = vec![0usize; case.steps.len() + 1];
+        for (i, ev) in &run.events {
+            match ev {
+                Owned::Data(d) => delivered.extend_from_slice(d),
+                // Before the first gap only: a gap empties the ring.
+                Owned::Gap(_) => break,
+                _ => continue,
+            }
+            for r in reached.iter_mut().skip(i + 1) {
+                *r = delivered.len();
+            }
+        }
+        let mut ring_from = None;
+        let mut want = Vec::new();
+        for (i, step) in case.steps.iter().enumerate() {
+            let Step::Seg(at, bytes, _) = step else {
+                continue;
+            };
+            let next = base + reached[i];
+            let (lo, hi) = ((*at).max(base), (at + bytes.len()).min(next));
+            if lo >= hi {
+                continue;
+            }
+            let Some(from) = ring_from else {
+                ring_from = Some(next);
+                continue;
+            };
+            let differs = (lo.max(from)..hi).any(|p| {
+                let seen = bytes.get(p - at);
+                seen.is_some() && seen != delivered.get(p - base)
+            });
+            if differs {
+                want.push(i);
+            }
+        }
+        want
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Retention only ever adds `OverlapMismatch` flags: with it on, the data, gaps and FIN
+        /// are exactly those of a run with it off (the first copy still wins), identical
+        /// retransmissions are never flagged (checked by the oracle), and without gaps every
+        /// segment that contradicts a retained byte is flagged.
+        #[test]
+        fn retention_flags_conflicts_and_never_changes_delivery(
+            case in case_strategy(0),
+            small in 1usize..64,
+        ) {
+            let off = run(&case, &retaining(0), 64 << 20)?;
+            let whole = run(&case, &retaining(4096), 64 << 20)?;
+            let tiny = run(&case, &retaining(small), 64 << 20)?;
+            let strip = |r: &Run| -> Vec<Owned> {
+                r.events
+                    .iter()
+                    .filter(|(_, e)| !matches!(e, Owned::Anomaly(_)))
+                    .map(|(_, e)| e.clone())
+                    .collect()
+            };
+            let flagged = |r: &Run| -> Vec<usize> {
+                let mut v: Vec<usize> = r
+                    .events
+                    .iter()
+                    .filter(|(_, e)| matches!(e, Owned::Anomaly(_)))
+                    .map(|(i, _)| *i)
+                    .collect();
+                v.dedup();
+                v
+            };
+            for r in [&whole, &tiny] {
+                check_against_oracle(&case, r)?;
+                prop_assert_eq!(strip(r), strip(&off));
+                prop_assert_eq!(r.stats.overlap_mismatches as usize, flagged(r).len());
+                let without = flagged(&off);
+                prop_assert!(without.iter().all(|i| flagged(r).contains(i)));
+            }
+            let got = flagged(&whole);
+            for i in must_flag(&case, &whole) {
+                prop_assert!(got.contains(&i), "step {} contradicts retained bytes unflagged", i);
+            }
+            if !case.corrupted {
+                prop_assert_eq!(whole.stats.overlap_mismatches, 0);
+            }
+        }
 
         /// Generous limits, no ACKs: the output is fully determined by the byte map. Every
         /// received position is `Data` with its first copy, every other one is inside a `Gap`,

@@ -1231,6 +1231,83 @@ mod tests {
             .contains(Impairment::OverlapDiff));
     }
 
+    /// The same conflicting copies, replayed through the whole engine: most reach back behind
+    /// bytes already delivered in order, so only retention can see them. The transactions keep
+    /// the true (first) bytes and carry `overlap_mismatch`; with retention off, the conflicts
+    /// behind the delivery point go unseen.
+    #[test]
+    fn overlap_with_different_bytes_flags_transactions_through_the_engine() {
+        use crate::capture::RawPacket;
+        use crate::engine::{Engine, EngineConfig, EngineStats};
+        use crate::transaction::Transaction;
+
+        let mut cfg = config(4, false);
+        cfg.impair.overlap_diff = 0.5;
+        let body = text(2_500, 3);
+        let req = b"GET /items HTTP/1.1\r\nHost: api.example\r\n\r\n".to_vec();
+        let mut resp =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        resp.extend_from_slice(&body);
+        let mut conv = TcpConversation::new(cfg);
+        conv.handshake();
+        for _ in 0..2 {
+            conv.send(Direction::ToServer, &req, Duration::from_nanos(1_000_000));
+            conv.send(Direction::ToClient, &resp, Duration::from_nanos(300_000));
+        }
+        conv.close(Direction::ToServer);
+        let cap = conv.finish();
+        assert!(cap
+            .impairments_in(Direction::ToClient, 0, resp.len() as u64)
+            .contains(Impairment::OverlapDiff));
+
+        let replay = |retain: usize| -> (Vec<Transaction>, EngineStats) {
+            let mut ecfg = EngineConfig::default();
+            ecfg.stream.overlap_retain_bytes = retain;
+            let mut engine = Engine::new(ecfg);
+            let mut out = Vec::new();
+            for p in &cap.packets {
+                let raw = RawPacket {
+                    ts: p.ts,
+                    linktype: 1,
+                    data: &p.data,
+                    orig_len: p.orig_len,
+                };
+                engine.process(&raw, &mut out);
+            }
+            engine.finish(&mut out);
+            (out, engine.stats())
+        };
+        let (txs, st) = replay(4096);
+        assert_eq!(txs.len(), 2);
+        for t in &txs {
+            let r = t.response.as_ref().expect("response");
+            assert_eq!((r.status, r.body.len), (200, body.len() as u64));
+            assert_eq!(r.body.data, body, "the first copy of every byte wins");
+        }
+        assert!(
+            txs.iter().any(|t| t.has_flag("overlap_mismatch")),
+            "flags: {:?}",
+            txs.iter().map(|t| &t.flags).collect::<Vec<_>>()
+        );
+        assert!(st.stream.retaining_streams > 0);
+        assert!(st.stream.overlap_verified_bytes > 0);
+
+        let (plain, st0) = replay(0);
+        assert_eq!(st0.stream.retaining_streams, 0);
+        assert!(st0.stream.overlap_mismatches < st.stream.overlap_mismatches);
+        // Retention adds flags only: the transactions are otherwise the same.
+        let unflagged = |v: &[Transaction]| -> Vec<Transaction> {
+            v.iter()
+                .cloned()
+                .map(|mut t| {
+                    t.flags.retain(|f| *f != "overlap_mismatch");
+                    t
+                })
+                .collect()
+        };
+        assert_eq!(unflagged(&txs), unflagged(&plain));
+    }
+
     #[test]
     fn midstream_one_sided_and_snaplen_mark_missing_bytes() {
         // Midstream: handshake and the first request are not captured.
