@@ -19,13 +19,14 @@ printf '[identity]\ntrusted_proxies = ["10.0.0.0/24"]\n[detect.signatures]\ntls_
 [ -f benign.pcap ] || "$BIN" generate --scenario security-benign --out benign.pcap
 [ -f spec.yaml ] || "$BIN" generate --scenario security-attack --hours 0.01 --out /dev/null --spec-out spec.yaml --labels /dev/null
 [ -f model/model.json ] || "$BIN" learn --config apitap.toml --spec spec.yaml --model model train.pcap
-TX=$("$BIN" flows --quiet benign.pcap 2>&1 >/dev/null | sed -n 's/.* \([0-9]*\) transactions,.*/\1/p')
+TX=$("$BIN" flows benign.pcap 2>&1 >/dev/null | sed -n 's/.* \([0-9]*\) transactions,.*/\1/p')
 
 best() { # best user CPU seconds of RUNS runs of "$@"
   local b=""
   for _ in $(seq "$RUNS"); do
     local t
-    t=$( { /usr/bin/time -f "%U" "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
+    /usr/bin/time -o "$DIR/time" -f "%U" "$@" >/dev/null 2>&1
+    t=$(tail -1 "$DIR/time")
     if [ -z "$b" ] || awk "BEGIN{exit !($t < $b)}"; then b=$t; fi
   done
   echo "$b"

@@ -29,8 +29,8 @@ use super::{Context, Detector, Finding};
 use crate::alert::{AlertKind, Severity};
 use crate::baseline::profile::EndpointProfile;
 use crate::inventory::sensitive::{
-    classify, is_aws_secret_key_name, is_aws_secret_value, is_password_key, KindSet,
-    SensitiveCounts, SensitiveKind,
+    classify, classify_wanted, is_aws_secret_key_name, is_aws_secret_value, is_password_key,
+    KindSet, SensitiveCounts, SensitiveKind,
 };
 use injection::{Hit, InjectionClass};
 use ipnet::IpNet;
@@ -1225,7 +1225,7 @@ impl SignatureDetector {
         }
         // One pass over the raw bytes decides whether anything judged is there at all.
         let mut counts = SensitiveCounts::default();
-        classify(body, &mut counts);
+        classify_wanted(body, self.response_kinds, &mut counts);
         let by_key = |k: SensitiveKind| {
             matches!(
                 k,
