@@ -493,6 +493,16 @@ fn root_switches_to_the_configured_user_after_opening_the_capture() {
     let want = flows_count(&pcap);
     let dir = temp_dir("user");
     let cfg = write_config(&dir, &format!("{LISTEN}[daemon]\nuser = \"nobody\"\n"));
+    // The model directory belongs to the daemon's user, as the deploy files arrange: detection
+    // loads and saves it after the switch.
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).expect("model dir");
+    let chown = Command::new("chown")
+        .arg("nobody")
+        .arg(&model)
+        .status()
+        .expect("run chown");
+    assert!(chown.success());
     let mut d = replay(&pcap, &cfg, &["--hold"]);
     let port = d.port();
     let line = d.wait_log("Dropped privileges.");
@@ -513,6 +523,12 @@ fn root_switches_to_the_configured_user_after_opening_the_capture() {
     );
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
+    let saved = std::fs::metadata(model.join("model.json")).expect("model saved at shutdown");
+    assert_ne!(
+        std::os::unix::fs::MetadataExt::uid(&saved),
+        0,
+        "saved as the unprivileged user"
+    );
 }
 
 /// `[alert]` with a rotating file, stdout, and a webhook at `port`, spooled under `dir`.

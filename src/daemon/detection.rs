@@ -275,3 +275,106 @@ impl Analyzer for DetectAnalyzer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::OfflineSource;
+    use crate::engine::Engine;
+    use crate::identity::IdentityConfig;
+    use crate::inventory::template::RouteConfig;
+
+    const KEY: &[u8] = b"daemon-detection-test-key-012345";
+
+    fn transactions(pcap: &str) -> Vec<Transaction> {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("captures")
+            .join(pcap);
+        let mut src = OfflineSource::open(&[path]).expect("bundled capture");
+        let mut engine = Engine::new(Config::default().engine());
+        let mut out = Vec::new();
+        while let Some(p) = src.next_packet() {
+            engine.process(&p, &mut out);
+        }
+        engine.finish(&mut out);
+        out
+    }
+
+    /// An analyzer over an empty model saving to `model_dir` at every flush.
+    fn analyzer(model_dir: &Path, alerts: &Path, metrics: &Metrics) -> DetectAnalyzer {
+        let cfg = DetectConfig {
+            model_dir: model_dir.to_owned(),
+            save_interval_secs: 0,
+            ..DetectConfig::default()
+        };
+        let identity = IdentityExtractor::new(&IdentityConfig::default(), KEY).unwrap();
+        let model = Model::new("s", "k", RouteLearner::new(RouteConfig::default()));
+        let mut engine =
+            DetectEngine::new(model, identity, cfg.clone(), DetectEnv::default()).unwrap();
+        engine.learn_first(Duration::from_secs(cfg.learning_period_secs));
+        let pipeline = super::super::analysis::tests::file_pipeline(alerts);
+        DetectAnalyzer::new(
+            engine,
+            &cfg,
+            AlertOutput::new(pipeline, metrics.clone()),
+            metrics.clone(),
+        )
+    }
+
+    fn saves(m: &Metrics, result: &str) -> u64 {
+        m.detect_model_saves.with_label_values(&[result]).get()
+    }
+
+    #[test]
+    fn saves_when_due_and_at_finish_and_counts_failures() {
+        let dir = std::env::temp_dir().join(format!("apitap-detection-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let txs = transactions("api-basic.pcap");
+        let metrics = Metrics::new();
+        let model_dir = dir.join("model");
+        let mut a = analyzer(&model_dir, &dir.join("alerts.jsonl"), &metrics);
+        assert_eq!(
+            metrics.detect_learning.get(),
+            1,
+            "an empty model learns first"
+        );
+        let (first, rest) = txs.split_at(txs.len() / 2);
+        for t in first {
+            a.on_transaction(t);
+        }
+        a.flush().unwrap();
+        assert_eq!(saves(&metrics, "ok"), 1);
+        let checkpoint = Model::load(&model_dir).expect("checkpoint");
+        assert_eq!(checkpoint.counters.learned, metrics.detect_learned.get());
+        assert_eq!(metrics.detect_transactions.get(), first.len() as u64);
+        for t in rest {
+            a.on_transaction(t);
+        }
+        a.finish();
+        assert_eq!(saves(&metrics, "ok"), 2);
+        let last = Model::load(&model_dir).expect("final save");
+        assert_eq!(last.counters.learned, metrics.detect_learned.get());
+        assert!(last.counters.learned > checkpoint.counters.learned);
+        assert_eq!(metrics.detect_transactions.get(), txs.len() as u64);
+        assert_eq!(
+            metrics.detect_findings.get(),
+            0,
+            "nothing judged while learning"
+        );
+        // Finished: later calls change nothing.
+        a.flush().unwrap();
+        a.finish();
+        assert_eq!(saves(&metrics, "ok"), 2);
+
+        // A model directory that cannot be created: counted, logged, and the stage goes on.
+        let blocked = dir.join("alerts.jsonl").join("model");
+        let metrics = Metrics::new();
+        let mut a = analyzer(&blocked, &dir.join("alerts2.jsonl"), &metrics);
+        a.on_transaction(&txs[0]);
+        a.flush().unwrap();
+        a.finish();
+        assert_eq!((saves(&metrics, "ok"), saves(&metrics, "error")), (0, 2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -822,6 +822,52 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Publishing the detection state any number of times exports exactly the engine's counts.
+    #[test]
+    fn detect_status_is_published_exactly() {
+        let m = Metrics::new();
+        let mut counters = DetectCounters::default();
+        let mut incidents = IncidentCounters::default();
+        for step in 1..=3u64 {
+            counters.transactions = 10 * step;
+            counters.findings = step;
+            counters.learned = 9 * step;
+            counters.withheld_from_learning = step;
+            incidents.suppressed.insert(step as usize, 2);
+            incidents.rate_limited = step;
+            for _ in 0..2 {
+                m.publish_detect(&DetectStatus {
+                    counters: &counters,
+                    incidents: &incidents,
+                    open_incidents: step as usize,
+                    learning: step == 1,
+                    model_age_secs: 5.0,
+                });
+            }
+        }
+        let s = samples(&m.render());
+        assert_eq!(s["apitap_detect_transactions_total"], 30.0);
+        assert_eq!(s["apitap_detect_findings_total"], 3.0);
+        assert_eq!(s["apitap_detect_learned_total"], 27.0);
+        assert_eq!(s["apitap_detect_withheld_total"], 3.0);
+        assert_eq!(
+            s["apitap_detect_suppressed_total"], 6.0,
+            "summed over rules"
+        );
+        assert_eq!(s["apitap_detect_rate_limited_total"], 3.0);
+        assert_eq!(s["apitap_detect_incidents_open"], 3.0);
+        assert_eq!(s["apitap_detect_learning"], 0.0);
+        assert_eq!(s["apitap_baseline_learning_state{state=\"learning\"}"], 0.0);
+        assert_eq!(
+            s["apitap_baseline_learning_state{state=\"detecting\"}"],
+            1.0
+        );
+        assert_eq!(
+            s["apitap_baseline_model_age_seconds{model=\"baseline\"}"],
+            5.0
+        );
+    }
+
     #[test]
     fn sink_labels_name_type_and_configured_name() {
         assert_eq!(sink_label(SinkKind::File, "file"), "file");
