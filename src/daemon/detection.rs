@@ -302,16 +302,24 @@ mod tests {
 
     /// An analyzer over an empty model saving to `model_dir` at every flush.
     fn analyzer(model_dir: &Path, alerts: &Path, metrics: &Metrics) -> DetectAnalyzer {
+        let identity = IdentityExtractor::new(&IdentityConfig::default(), KEY).unwrap();
+        let model = Model::new("s", "k", RouteLearner::new(RouteConfig::default()));
+        let mut engine = DetectEngine::new(
+            model,
+            identity,
+            DetectConfig::default(),
+            DetectEnv::default(),
+        )
+        .unwrap();
+        engine.learn_first(Duration::from_secs(
+            DetectConfig::default().learning_period_secs,
+        ));
+        // Below the configurable minimum, which only guards operators from thrashing disks.
         let cfg = DetectConfig {
             model_dir: model_dir.to_owned(),
             save_interval_secs: 0,
             ..DetectConfig::default()
         };
-        let identity = IdentityExtractor::new(&IdentityConfig::default(), KEY).unwrap();
-        let model = Model::new("s", "k", RouteLearner::new(RouteConfig::default()));
-        let mut engine =
-            DetectEngine::new(model, identity, cfg.clone(), DetectEnv::default()).unwrap();
-        engine.learn_first(Duration::from_secs(cfg.learning_period_secs));
         let pipeline = super::super::analysis::tests::file_pipeline(alerts);
         DetectAnalyzer::new(
             engine,
