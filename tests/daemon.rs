@@ -209,8 +209,17 @@ fn replay(pcap: &Path, cfg: &Path, extra: &[&str]) -> Daemon {
     Daemon::start(&args)
 }
 
+/// Writes `text` as `dir/apitap.toml`. Without a `[detect]` section of its own, the model
+/// directory goes under `dir` too: the default, /var/lib/apitap/model, is the host's.
 fn write_config(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("apitap.toml");
+    let mut text = text.to_owned();
+    if !text.lines().any(|l| l.trim() == "[detect]") {
+        text.push_str(&format!(
+            "\n[detect]\nmodel_dir = {:?}\n",
+            dir.join("model").display().to_string()
+        ));
+    }
     std::fs::write(&p, text).expect("write config");
     p
 }
@@ -484,6 +493,16 @@ fn root_switches_to_the_configured_user_after_opening_the_capture() {
     let want = flows_count(&pcap);
     let dir = temp_dir("user");
     let cfg = write_config(&dir, &format!("{LISTEN}[daemon]\nuser = \"nobody\"\n"));
+    // The model directory belongs to the daemon's user, as the deploy files arrange: detection
+    // loads and saves it after the switch.
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).expect("model dir");
+    let chown = Command::new("chown")
+        .arg("nobody")
+        .arg(&model)
+        .status()
+        .expect("run chown");
+    assert!(chown.success());
     let mut d = replay(&pcap, &cfg, &["--hold"]);
     let port = d.port();
     let line = d.wait_log("Dropped privileges.");
@@ -504,6 +523,12 @@ fn root_switches_to_the_configured_user_after_opening_the_capture() {
     );
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
+    let saved = std::fs::metadata(model.join("model.json")).expect("model saved at shutdown");
+    assert_ne!(
+        std::os::unix::fs::MetadataExt::uid(&saved),
+        0,
+        "saved as the unprivileged user"
+    );
 }
 
 /// `[alert]` with a rotating file, stdout, and a webhook at `port`, spooled under `dir`.
@@ -521,9 +546,10 @@ fn alert_config(dir: &Path, port: u16) -> String {
 fn alert_sinks_start_with_the_daemon_export_metrics_and_stop_last() {
     let pcap = bundled("api-basic.pcap");
     let dir = temp_dir("sinks");
-    // The webhook's receiver: listening, so the sink has somewhere to go. No detector raises
-    // alerts on this branch yet, so nothing is posted; delivery itself is tested through the
-    // handle in src/daemon (analysis.rs, pipeline.rs) and by the sink tests.
+    // The webhook's receiver: listening, so the sink has somewhere to go. Detection starts
+    // with an empty model in its learning period, so nothing is posted; delivery itself is
+    // tested through the handle in src/daemon (analysis.rs, pipeline.rs), by the sink tests
+    // and by the detection tests below.
     let receiver = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
     let hook_port = receiver.local_addr().expect("addr").port();
     let cfg = write_config(&dir, &alert_config(&dir, hook_port));
@@ -816,4 +842,325 @@ fn real_prometheus_scrapes_the_daemon() {
     );
     d.signal(libc::SIGINT);
     assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Detection in the daemon.
+
+/// The pseudonym key of the detection tests (the same for learn, detect and run).
+const DETECT_KEY: &str = "daemon-detect-test-key-0123456789";
+
+/// Identity and cleartext settings of the generated bank API (as in tests/detection.rs).
+const BANK: &str = "[identity]\ntrusted_proxies = [\"10.0.0.0/24\"]\n\
+                    [detect.signatures]\ntls_terminated_servers = [\"10.1.0.0/24\"]\n";
+
+/// Runs `apitap <args>` in `dir` with the test key; panics with its stderr on failure.
+fn apitap_in(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("APITAP_PSEUDONYM_KEY", DETECT_KEY)
+        .output()
+        .expect("run apitap");
+    assert!(
+        o.status.success(),
+        "apitap {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Twelve minutes of benign bank traffic learned into `model/`, and three minutes of attack
+/// traffic with its labels: made once per test run, shared by the detection tests.
+fn security_fixture() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = temp_dir("security");
+        std::fs::write(dir.join("learn.toml"), BANK).expect("write config");
+        apitap_in(
+            &dir,
+            &[
+                "generate",
+                "--scenario",
+                "security-train",
+                "--hours",
+                "0.2",
+                "--out",
+                "train.pcap",
+            ],
+        );
+        apitap_in(
+            &dir,
+            &[
+                "generate",
+                "--scenario",
+                "security-attack",
+                "--hours",
+                "0.05",
+                "--labels",
+                "labels.jsonl",
+                "--out",
+                "attack.pcap",
+            ],
+        );
+        apitap_in(
+            &dir,
+            &[
+                "learn",
+                "--config",
+                "learn.toml",
+                "--model",
+                "model",
+                "train.pcap",
+            ],
+        );
+        dir
+    })
+}
+
+/// Copies the learned model directory to `to`, so a test's daemon adapts its own copy.
+fn copy_model(to: &Path) {
+    std::fs::create_dir_all(to).expect("model dir");
+    for entry in std::fs::read_dir(security_fixture().join("model")).expect("model") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy model file");
+    }
+}
+
+/// Every alert record of a JSON Lines file, each validated against the alert contract.
+fn alert_records(path: &Path) -> Vec<apitap::alert::Alert> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let a: apitap::alert::Alert = serde_json::from_str(l).expect("an alert record a line");
+            a.validate().expect("a valid alert record");
+            a
+        })
+        .collect()
+}
+
+/// A daemon detecting against a learned model raises what `apitap detect` raises on the same
+/// capture (every record, opening and closing, through the file sink), reports it in the
+/// metrics, and saves the adapted model at shutdown.
+#[test]
+fn the_daemon_detects_against_a_learned_model_and_saves_it_at_shutdown() {
+    let fx = security_fixture();
+    let dir = temp_dir("detect");
+    let model = dir.join("model");
+    copy_model(&model);
+    let before = apitap::model::Model::load(&model).expect("learned model");
+    let alerts = dir.join("alerts.jsonl");
+    // One worker: transactions reach detection in capture order, as in `apitap detect`. The
+    // learned model spans 12 minutes, more than the 10-minute learning period: it detects at
+    // once.
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "{LISTEN}[daemon]\nworkers = 1\n[alert.file]\npath = {alerts:?}\n{BANK}\
+             [detect]\nmodel_dir = {model:?}\nlearning_period_secs = 600\n",
+            alerts = alerts.display().to_string(),
+            model = model.display().to_string(),
+        ),
+    );
+    let pcap = fx.join("attack.pcap");
+    let mut d = Daemon::start_with_env(
+        &[
+            "--pcap",
+            pcap.to_str().expect("path"),
+            "--config",
+            cfg.to_str().expect("path"),
+            "--hold",
+        ],
+        &[("APITAP_PSEUDONYM_KEY", DETECT_KEY)],
+    );
+    let port = d.port();
+    let started = d.wait_log("Detection started.");
+    assert!(started.contains("learning=false"), "{started}");
+    assert!(started.contains("learned_detectors=true"), "{started}");
+    let scrape = wait_metric(port, "apitap_daemon_pipeline_drained", 1.0);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
+
+    // The same records as offline detection, by id and content.
+    let daemon = alert_records(&alerts);
+    let offline = dir.join("offline.jsonl");
+    apitap_in(
+        &dir,
+        &[
+            "detect",
+            "--config",
+            cfg.to_str().expect("path"),
+            "--model",
+            fx.join("model").to_str().expect("path"),
+            "--updates",
+            "--alerts",
+            offline.to_str().expect("path"),
+            pcap.to_str().expect("path"),
+        ],
+    );
+    let offline = alert_records(&offline);
+    let key = |a: &apitap::alert::Alert| serde_json::to_string(a).expect("serialise");
+    let mut got: Vec<String> = daemon.iter().map(key).collect();
+    let mut want: Vec<String> = offline.iter().map(key).collect();
+    got.sort();
+    want.sort();
+    assert!(!want.is_empty(), "the attack capture raises alerts offline");
+    assert_eq!(got.len(), want.len(), "records: daemon vs apitap detect");
+    assert!(
+        got == want,
+        "the daemon's records differ from apitap detect's"
+    );
+    let kinds: std::collections::BTreeSet<&str> = daemon.iter().map(|a| a.kind.name()).collect();
+    assert!(kinds.len() >= 5, "{kinds:?}");
+
+    // Metrics: every transaction went through detection, findings became alerts, the model
+    // detects and was saved once, at shutdown.
+    let value =
+        |series: &str| sample(&scrape, series).unwrap_or_else(|| panic!("{series}:\n{scrape}"));
+    assert_eq!(
+        value("apitap_detect_transactions_total"),
+        value("apitap_http_transactions_total")
+    );
+    assert!(value("apitap_detect_findings_total") >= kinds.len() as f64);
+    assert!(
+        value("apitap_detect_withheld_total") > 0.0,
+        "attack traffic is not learned"
+    );
+    assert!(value("apitap_detect_learned_total") > 0.0);
+    assert_eq!(value("apitap_detect_learning"), 0.0);
+    assert_eq!(
+        value("apitap_baseline_learning_state{state=\"detecting\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("apitap_detect_incidents_open"),
+        0.0,
+        "closed at the end"
+    );
+    assert_eq!(value("apitap_detect_model_saves_total{result=\"ok\"}"), 1.0);
+    assert_eq!(
+        value("apitap_detect_model_saves_total{result=\"error\"}"),
+        0.0
+    );
+    let raised: f64 = scrape
+        .lines()
+        .filter(|l| l.starts_with("apitap_detect_alerts_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(raised, daemon.len() as f64);
+
+    // The saved model went on learning from the benign share of the attack capture.
+    let after = apitap::model::Model::load(&model).expect("saved model");
+    assert_eq!(after.pseudonym_key_id, before.pseudonym_key_id);
+    assert_eq!(
+        after.counters.learned,
+        before.counters.learned + value("apitap_detect_learned_total") as u64
+    );
+    assert!(after.last_seen > before.last_seen);
+    assert!(d.log_text().contains("Model saved."));
+}
+
+/// An empty model learns through its learning period: attack traffic raises nothing while it
+/// runs, everything is learned into a new model, saved at shutdown with a new key beside it.
+#[test]
+fn an_empty_model_learns_through_its_learning_period_and_raises_nothing() {
+    let fx = security_fixture();
+    let dir = temp_dir("learning");
+    let model = dir.join("model");
+    let alerts = dir.join("alerts.jsonl");
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "{LISTEN}[alert.file]\npath = {alerts:?}\n{BANK}[detect]\nmodel_dir = {model:?}\n",
+            alerts = alerts.display().to_string(),
+            model = model.display().to_string(),
+        ),
+    );
+    let mut d = replay(&fx.join("attack.pcap"), &cfg, &["--hold"]);
+    let port = d.port();
+    let started = d.wait_log("Detection started.");
+    assert!(started.contains("learning=true"), "{started}");
+    let scrape = wait_metric(port, "apitap_daemon_pipeline_drained", 1.0);
+    d.signal(libc::SIGINT);
+    assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
+
+    let value =
+        |series: &str| sample(&scrape, series).unwrap_or_else(|| panic!("{series}:\n{scrape}"));
+    assert_eq!(value("apitap_detect_learning"), 1.0);
+    assert_eq!(
+        value("apitap_baseline_learning_state{state=\"learning\"}"),
+        1.0
+    );
+    assert_eq!(value("apitap_detect_findings_total"), 0.0);
+    assert_eq!(value("apitap_detect_withheld_total"), 0.0);
+    let txs = value("apitap_detect_transactions_total");
+    assert!(txs > 1000.0, "{txs}");
+    assert_eq!(value("apitap_alert_submitted_total"), 0.0);
+    assert!(alert_records(&alerts).is_empty());
+
+    // Created from scratch: a key (private to the daemon's user) and a model of what it saw.
+    let key = std::fs::metadata(model.join("pseudonym.key")).expect("key created");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+        0o600
+    );
+    let saved = apitap::model::Model::load(&model).expect("model saved at shutdown");
+    assert_eq!(
+        saved.counters.learned,
+        value("apitap_detect_learned_total") as u64
+    );
+    assert!(saved.endpoints.len() >= 12, "{}", saved.endpoints.len());
+}
+
+/// Start-up refuses a model learned with another key, and a missing spec, naming the file.
+#[test]
+fn detection_start_errors_name_the_file() {
+    let dir = temp_dir("detect-bad");
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).expect("model dir");
+    // A model learned with the test key; the daemon is then given another one.
+    apitap_in(
+        &dir,
+        &[
+            "learn",
+            "--model",
+            model.to_str().expect("path"),
+            bundled("api-basic.pcap").to_str().expect("path"),
+        ],
+    );
+    let cases = [
+        (
+            format!("[detect]\nmodel_dir = {:?}\n", model.display().to_string()),
+            vec![("APITAP_PSEUDONYM_KEY", "another-key-0123456789abcdef")],
+            format!(
+                "{}: learned with pseudonym key",
+                model.join("model.json").display()
+            ),
+        ),
+        (
+            format!(
+                "[detect]\nmodel_dir = {:?}\nspec = {:?}\n",
+                model.display().to_string(),
+                dir.join("nope.yaml").display().to_string()
+            ),
+            vec![("APITAP_PSEUDONYM_KEY", DETECT_KEY)],
+            format!("{}: ", dir.join("nope.yaml").display()),
+        ),
+    ];
+    for (text, env, want) in cases {
+        let cfg = write_config(&dir, &format!("[metrics]\nlisten = \"\"\n{text}"));
+        let o = Command::new(BIN)
+            .args(["run", "--pcap"])
+            .arg(bundled("api-basic.pcap"))
+            .arg("--config")
+            .arg(&cfg)
+            .env_remove("APITAP_PSEUDONYM_KEY")
+            .envs(env)
+            .output()
+            .expect("run");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{text}: {e}");
+        assert!(e.contains(&want), "{text}: {e:?} lacks {want:?}");
+    }
 }

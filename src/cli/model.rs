@@ -76,7 +76,7 @@ pub enum InventoryFormat {
 /// The pseudonym key: the configured one (`[secrets] pseudonym_key`, which
 /// `APITAP_PSEUDONYM_KEY` overrides), else `<model>/pseudonym.key`, created with 32 random bytes
 /// (mode 0600) on first use. Returns the key and its public fingerprint.
-pub(crate) fn pseudonym_key(model_dir: &Path, configured: &[u8]) -> Result<(Vec<u8>, String)> {
+pub fn pseudonym_key(model_dir: &Path, configured: &[u8]) -> Result<(Vec<u8>, String)> {
     let key = match configured {
         k if !k.is_empty() => k.to_vec(),
         _ => {

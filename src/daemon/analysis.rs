@@ -1,10 +1,10 @@
 //! The analysis stage: where transactions from every worker meet.
 //!
 //! One thread receives the transactions of all packet workers and hands each, in arrival
-//! order, to a list of [`Analyzer`]s. Today there are two: [`TransactionMetrics`] (counts,
-//! latency, endpoint series, capture quality) and [`TransactionLog`] (a JSON Lines file). The
-//! learning and detection stages plug in here as further analyzers: they see every transaction
-//! exactly once, on one thread, so they need no locking.
+//! order, to a list of [`Analyzer`]s: [`TransactionMetrics`] (counts, latency, endpoint
+//! series, capture quality), [`TransactionLog`] (a JSON Lines file) and
+//! [`super::detection::DetectAnalyzer`] (learning and detection). Each sees every transaction
+//! exactly once, on one thread, so none needs locking.
 //!
 //! Analyzers raise alerts through an [`AlertOutput`], a cloneable handle to the alert pipeline
 //! that each detector takes when it is built. The analysis stage holds one too and drops it
@@ -45,6 +45,9 @@ pub trait Analyzer: Send {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+    /// Called once when the input has ended, before the final flush: close what is still
+    /// open (incidents) and save state.
+    fn finish(&mut self) {}
     /// Takes the live-changeable settings of a reloaded configuration (see
     /// [`crate::config::LIVE_KEYS`]).
     fn reconfigure(&mut self, _cfg: &Config) {}

@@ -8,10 +8,13 @@
 //! 1. logging, signal handlers (so a signal during start-up is not fatal);
 //! 2. the packet source, the metrics socket and the transaction log: everything needing root;
 //! 3. dropping privileges, before any thread exists;
-//! 4. the alert pipeline (`[alert]`), as the unprivileged user so that the files and spools it
+//! 4. detection ([`detection`]): the model, pseudonym key, spec and GeoIP database of
+//!    `[detect]`, loaded as the unprivileged user so that the model saves it makes later are
+//!    its own; a bad file refuses the start before anything else runs;
+//! 5. the alert pipeline (`[alert]`), as the unprivileged user so that the files and spools it
 //!    creates later (rotation, new segments) are its own; it fails the start if a sink cannot
 //!    open its file or spool;
-//! 5. the pipeline threads, then the HTTP server and the signal loop on the main thread.
+//! 6. the pipeline threads, then the HTTP server and the signal loop on the main thread.
 //!
 //! Lifecycle:
 //! - SIGTERM or SIGINT: capture stops and the pipeline drains (see [`pipeline`]); the process
@@ -31,6 +34,7 @@
 
 pub mod analysis;
 pub mod batch;
+pub mod detection;
 pub mod pipeline;
 pub mod privileges;
 pub mod server;
@@ -70,6 +74,8 @@ pub enum DaemonError {
     Privileges(#[from] privileges::PrivilegeError),
     #[error("[alert] {0}")]
     Alerts(#[from] PipelineError),
+    #[error("[detect] {0}")]
+    Detect(#[from] detection::StartError),
     #[error("cannot start: {0}")]
     Start(String),
     #[error("capture failed: {0}")]
@@ -151,12 +157,24 @@ pub fn run(settings: RunSettings) -> Result<(), DaemonError> {
         }
     }
 
+    // As the unprivileged user, so the model files it saves later are its own; before the
+    // sinks, so a refused model starts nothing.
+    let detect = detection::load(&cfg)?;
+
     // `alert_sinks` carries the webhook key in plain text: it goes to the sinks and nowhere
     // else.
     let sinks = Arc::new(AlertPipeline::new(&cfg.alert_sinks())?);
     let publisher = AlertPublisher::new(&sinks, &metrics);
     log_sinks(&sinks);
     let alerts = AlertOutput::new(sinks.clone(), metrics.clone());
+    if let Some(engine) = detect {
+        analyzers.push(Box::new(detection::DetectAnalyzer::new(
+            engine,
+            &cfg.detect,
+            alerts.clone(),
+            metrics.clone(),
+        )));
+    }
 
     let pipeline = Pipeline::start(
         &cfg,

@@ -22,7 +22,8 @@
 //! Shutdown is a drain, in pipeline order: the capture thread stops reading, sends its open
 //! batches and drops its queues; each worker empties its queue, flushes every flow
 //! (`Engine::finish`), publishes its counters and drops its sender; the analysis thread
-//! handles every remaining transaction, flushes its outputs, drops its alert handles and sets
+//! handles every remaining transaction, lets each analyzer finish (detection closes its
+//! incidents and saves the model), flushes its outputs, drops its alert handles and sets
 //! `apitap_daemon_pipeline_drained` to 1. The alert sinks are stopped after that, by the
 //! daemon (see [`super`]), so alerts raised during the drain are delivered or spooled.
 
@@ -589,6 +590,9 @@ fn analysis(
             flush(&mut analyzers);
             next_flush = Instant::now() + flush_every;
         }
+    }
+    for a in analyzers.iter_mut() {
+        a.finish();
     }
     flush(&mut analyzers);
     // Analyzers go first, with their alert handles, then ours: once the last handle is gone

@@ -5,11 +5,31 @@
 
 use super::incident::LifecycleConfig;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// Detection settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectConfig {
+    /// Run detection in `apitap run`. Off: the daemon only counts and logs transactions.
+    pub enabled: bool,
+    /// `apitap run`: directory of the model, laid out as `apitap learn --model` writes it:
+    /// `model.json` (loaded at start if present, else an empty model learns from scratch; saved
+    /// every `save_interval_secs` and at shutdown), `detect.json` (learned detectors, read
+    /// only) and `pseudonym.key` (used when `[secrets] pseudonym_key` is empty, created if
+    /// absent). Must be writable by the daemon's user.
+    pub model_dir: PathBuf,
+    /// `apitap run`: wall-clock seconds between saves of the adapted baselines to
+    /// `model_dir`, 60 to 604800; each save replaces `model.json` atomically. A save also
+    /// happens at shutdown.
+    pub save_interval_secs: u64,
+    /// `apitap run`: OpenAPI spec (3.0/3.1, YAML or JSON) whose templates name endpoints; traffic
+    /// outside it raises shadow_endpoint, operations it marks deprecated raise
+    /// deprecated_endpoint. Empty: none.
+    pub spec: PathBuf,
+    /// `apitap run`: MaxMind-format GeoIP city database for impossible_travel. Empty: none
+    /// (impossible_travel is off).
+    pub geoip: PathBuf,
     /// Keep learning while detecting, so baselines follow the API as it changes. Traffic that
     /// raised a finding, and all traffic of a client with an open incident, is never learned.
     pub adapt: bool,
@@ -40,6 +60,11 @@ pub struct DetectConfig {
 impl Default for DetectConfig {
     fn default() -> Self {
         DetectConfig {
+            enabled: true,
+            model_dir: PathBuf::from("/var/lib/apitap/model"),
+            save_interval_secs: 3600,
+            spec: PathBuf::new(),
+            geoip: PathBuf::new(),
             adapt: true,
             adapt_detail_every: 16,
             adapt_full_calls: 10_000,
@@ -93,6 +118,33 @@ impl DetectConfig {
     /// Checks every value; each bad one is reported, not just the first.
     pub fn problems(&self) -> Vec<Problem> {
         let mut p = Problems::default();
+        if self.enabled && self.model_dir.as_os_str().is_empty() {
+            p.fail(
+                "model_dir",
+                "\"\"",
+                "must name the model directory, or set enabled = false",
+            );
+        }
+        p.range(
+            "save_interval_secs",
+            self.save_interval_secs,
+            60,
+            7 * 24 * 3600,
+        );
+        for (key, path) in [
+            ("model_dir", &self.model_dir),
+            ("spec", &self.spec),
+            ("geoip", &self.geoip),
+        ] {
+            let text = path.to_string_lossy();
+            if text.trim() != text {
+                p.fail(
+                    key,
+                    format!("{text:?}"),
+                    "has leading or trailing spaces: remove them",
+                );
+            }
+        }
         p.range("max_json_bytes", self.max_json_bytes, 1, 64 << 20);
         p.range("adapt_detail_every", self.adapt_detail_every, 1, 1_000_000);
         p.range(
@@ -155,5 +207,44 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("lifecycle.cooldown_secs = 0"), "{e}");
+    }
+
+    #[test]
+    fn daemon_keys_are_checked() {
+        let cases = [
+            (
+                DetectConfig {
+                    model_dir: PathBuf::new(),
+                    ..DetectConfig::default()
+                },
+                "[detect] model_dir = \"\": must name the model directory",
+            ),
+            (
+                DetectConfig {
+                    save_interval_secs: 59,
+                    ..DetectConfig::default()
+                },
+                "[detect] save_interval_secs = 59: must be between 60 and 604800",
+            ),
+            (
+                DetectConfig {
+                    spec: PathBuf::from("api.yaml "),
+                    ..DetectConfig::default()
+                },
+                "[detect] spec = \"api.yaml \": has leading or trailing spaces",
+            ),
+        ];
+        for (cfg, want) in cases {
+            let e = cfg.validate().unwrap_err();
+            assert!(e.starts_with(want), "{e:?} should start with {want:?}");
+        }
+        // Detection off needs no model directory.
+        DetectConfig {
+            enabled: false,
+            model_dir: PathBuf::new(),
+            ..DetectConfig::default()
+        }
+        .validate()
+        .unwrap();
     }
 }

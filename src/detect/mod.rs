@@ -379,6 +379,22 @@ impl DetectEngine {
         self.incidents.counters()
     }
 
+    /// Incidents open now.
+    pub fn open_incidents(&self) -> usize {
+        self.incidents.open_count()
+    }
+
+    /// The model's metadata as learned so far (traffic span, counters); its profiles are held
+    /// by the engine, see [`DetectEngine::snapshot_model`].
+    pub fn model(&self) -> &Model {
+        self.learner.model()
+    }
+
+    /// The baselines as adapted so far, leaving the engine running: a checkpoint.
+    pub fn snapshot_model(&self) -> Model {
+        self.learner.snapshot()
+    }
+
     /// Names of the detectors in use.
     pub fn detector_names(&self) -> Vec<&'static str> {
         self.detectors.iter().map(|d| d.name()).collect()

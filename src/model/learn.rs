@@ -377,39 +377,77 @@ impl Learner {
             routes,
             endpoints,
             callers,
-            mut model,
+            model,
             ..
         } = self;
-        // Merge in key order: float sums depend on order, and a model must be byte-identical for
-        // the same input (the hash map's order is random per process).
-        let mut endpoints: Vec<(EndpointKey, EndpointProfile)> =
-            endpoints.into_iter().map(|(k, (p, _))| (k, p)).collect();
-        endpoints.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut merged: HashMap<EndpointKey, EndpointProfile> = HashMap::new();
-        for (mut key, profile) in endpoints {
-            // A profile filed under a concrete path (`/users/alice`) moves to the template the
-            // path folds into now (`/users/{param}`). Templates map to themselves.
-            let now = routes.template_of(&key.host, &key.method, &key.template);
-            if now.path != key.template {
-                key.template = now.path;
-                model.counters.profiles_rehomed = model.counters.profiles_rehomed.saturating_add(1);
-            }
-            match merged.get_mut(&key) {
-                Some(p) => p.merge(&profile, &cfg.profile),
-                None => {
-                    merged.insert(key, profile);
-                }
+        let endpoints = endpoints.into_iter().map(|(k, (p, _))| (k, p)).collect();
+        assemble(
+            &cfg,
+            routes,
+            endpoints,
+            callers.into_iter().collect(),
+            model,
+        )
+    }
+
+    /// The model [`Learner::finish`] would return now, leaving the learner as it is: a
+    /// checkpoint of a learner that goes on learning (the daemon's periodic save). It copies
+    /// every profile, so for the moment it takes the model is held twice.
+    pub fn snapshot(&self) -> Model {
+        let endpoints = self
+            .endpoints
+            .iter()
+            .map(|(k, (p, _))| (k.clone(), p.clone()))
+            .collect();
+        let callers = self
+            .callers
+            .iter()
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect();
+        assemble(
+            &self.cfg,
+            self.routes.clone(),
+            endpoints,
+            callers,
+            self.model.clone(),
+        )
+    }
+}
+
+/// Puts a learner's parts back into one storable model.
+fn assemble(
+    cfg: &LearnConfig,
+    routes: RouteLearner,
+    mut endpoints: Vec<(EndpointKey, EndpointProfile)>,
+    mut callers: Vec<(String, CallerProfile)>,
+    mut model: Model,
+) -> Model {
+    // Merge in key order: float sums depend on order, and a model must be byte-identical for
+    // the same input (the hash map's order is random per process).
+    endpoints.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut merged: HashMap<EndpointKey, EndpointProfile> = HashMap::new();
+    for (mut key, profile) in endpoints {
+        // A profile filed under a concrete path (`/users/alice`) moves to the template the
+        // path folds into now (`/users/{param}`). Templates map to themselves.
+        let now = routes.template_of(&key.host, &key.method, &key.template);
+        if now.path != key.template {
+            key.template = now.path;
+            model.counters.profiles_rehomed = model.counters.profiles_rehomed.saturating_add(1);
+        }
+        match merged.get_mut(&key) {
+            Some(p) => p.merge(&profile, &cfg.profile),
+            None => {
+                merged.insert(key, profile);
             }
         }
-        let mut endpoints: Vec<(EndpointKey, EndpointProfile)> = merged.into_iter().collect();
-        endpoints.sort_by(|a, b| a.0.cmp(&b.0));
-        model.routes = routes;
-        model.endpoints = endpoints;
-        let mut callers: Vec<(String, CallerProfile)> = callers.into_iter().collect();
-        callers.sort_by(|a, b| a.0.cmp(&b.0));
-        model.callers = callers;
-        model
     }
+    let mut endpoints: Vec<(EndpointKey, EndpointProfile)> = merged.into_iter().collect();
+    endpoints.sort_by(|a, b| a.0.cmp(&b.0));
+    model.routes = routes;
+    model.endpoints = endpoints;
+    callers.sort_by(|a, b| a.0.cmp(&b.0));
+    model.callers = callers;
+    model
 }
 
 impl LearnCounters {
@@ -493,6 +531,28 @@ mod tests {
                 call(&path, (i % 5 != 4).then_some(caller.as_str()), i)
             })
             .collect()
+    }
+
+    /// A checkpoint taken mid-stream is the model `finish` would give at that point, and the
+    /// learner goes on as if none was taken.
+    #[test]
+    fn snapshot_equals_finish_and_leaves_the_learner_untouched() {
+        let txs = traffic(400, 30, 12, 3);
+        let (half, rest) = txs.split_at(200);
+        let json = |m: &Model| serde_json::to_string(m).unwrap();
+        let mut l = learner(LearnConfig::default());
+        for t in half {
+            l.observe(t);
+        }
+        let snap = l.snapshot();
+        let (at_half, _) = learn(LearnConfig::default(), half);
+        assert_eq!(json(&snap), json(&at_half));
+        assert!(!snap.endpoints.is_empty() && !snap.callers.is_empty());
+        for t in rest {
+            l.observe(t);
+        }
+        let (whole, _) = learn(LearnConfig::default(), &txs);
+        assert_eq!(json(&l.finish()), json(&whole));
     }
 
     fn learn(cfg: LearnConfig, txs: &[Transaction]) -> (Model, usize) {

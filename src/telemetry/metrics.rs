@@ -18,6 +18,8 @@
 
 use crate::alert::pipeline::PipelineCounters;
 use crate::alert::{AlertPipeline, SinkKind, SinkStats};
+use crate::detect::incident::IncidentCounters;
+use crate::detect::DetectCounters;
 use crate::engine::EngineStats;
 use crate::flow::reassembly::TcpAnomaly;
 use crate::http::HttpAnomaly;
@@ -140,6 +142,28 @@ pub struct Metrics {
     /// `apitap_sink_spool_pending_alerts{sink}`: alerts spooled and not yet acknowledged.
     pub sink_spool_pending: IntGaugeVec,
 
+    /// `apitap_detect_transactions_total`: transactions the detection engine was given.
+    pub detect_transactions: IntCounter,
+    /// `apitap_detect_findings_total`: detector findings, before incident grouping folds them
+    /// into alerts.
+    pub detect_findings: IntCounter,
+    /// `apitap_detect_learned_total`: transactions learned into the baselines.
+    pub detect_learned: IntCounter,
+    /// `apitap_detect_withheld_total`: transactions not learned because they raised a finding
+    /// or their client had an open incident (the poisoning guard).
+    pub detect_withheld: IntCounter,
+    /// `apitap_detect_incidents_open`: incidents open now.
+    pub detect_incidents_open: IntGauge,
+    /// `apitap_detect_suppressed_total`: findings silenced by a suppression rule.
+    pub detect_suppressed: IntCounter,
+    /// `apitap_detect_rate_limited_total`: incidents not alerted because of the global alert
+    /// rate limit.
+    pub detect_rate_limited: IntCounter,
+    /// `apitap_detect_learning`: 1 while the learning period runs (no detection yet).
+    pub detect_learning: IntGauge,
+    /// `apitap_detect_model_saves_total{result}`: saves of the adapted model, `ok` or `error`.
+    pub detect_model_saves: IntCounterVec,
+
     /// `apitap_baseline_learning_state{state}`: 1 for the current state of the baseline
     /// (`learning`, `detecting`), 0 for the others.
     pub learning_state: IntGaugeVec,
@@ -249,6 +273,15 @@ impl Metrics {
             sink_rotations: counter_vec(&r, "apitap_sink_rotations_total", "Alert files rotated, by sink.", &["sink"]),
             sink_spool_bytes: gauge_vec(&r, "apitap_sink_spool_bytes", "Bytes of spool files on disk, by sink.", &["sink"]),
             sink_spool_pending: gauge_vec(&r, "apitap_sink_spool_pending_alerts", "Alerts spooled and not yet acknowledged, by sink.", &["sink"]),
+            detect_transactions: counter(&r, "apitap_detect_transactions_total", "Transactions given to the detection engine."),
+            detect_findings: counter(&r, "apitap_detect_findings_total", "Detector findings, before incidents fold them into alerts."),
+            detect_learned: counter(&r, "apitap_detect_learned_total", "Transactions learned into the baselines."),
+            detect_withheld: counter(&r, "apitap_detect_withheld_total", "Transactions not learned because they raised a finding or their client had an open incident."),
+            detect_incidents_open: gauge(&r, "apitap_detect_incidents_open", "Incidents open now."),
+            detect_suppressed: counter(&r, "apitap_detect_suppressed_total", "Findings silenced by a suppression rule."),
+            detect_rate_limited: counter(&r, "apitap_detect_rate_limited_total", "Incidents not alerted because of the global alert rate limit."),
+            detect_learning: gauge(&r, "apitap_detect_learning", "1 while the learning period runs and nothing is detected yet."),
+            detect_model_saves: counter_vec(&r, "apitap_detect_model_saves_total", "Saves of the adapted model, by result.", &["result"]),
             learning_state: gauge_vec(&r, "apitap_baseline_learning_state", "1 for the current state of the baseline, 0 for the others.", &["state"]),
             model_age: {
                 let g = GaugeVec::new(Opts::new("apitap_baseline_model_age_seconds", "Packet time since a model was last updated."), &["model"]).expect("valid metric name");
@@ -282,7 +315,35 @@ impl Metrics {
         touch(&m.reassembly_anomalies, &tcp.map(TcpAnomaly::name));
         touch(&m.channel_drops, &CHANNELS);
         touch(&m.config_reloads, &["ok", "error"]);
+        touch(&m.detect_model_saves, &["ok", "error"]);
         m
+    }
+
+    /// Brings the detection families up to the engine's state (called by the detection
+    /// analyzer on every flush; counters only grow, so each is raised to the engine's count).
+    pub fn publish_detect(&self, s: &DetectStatus<'_>) {
+        advance(&self.detect_transactions, s.counters.transactions);
+        advance(&self.detect_findings, s.counters.findings);
+        advance(&self.detect_learned, s.counters.learned);
+        advance(&self.detect_withheld, s.counters.withheld_from_learning);
+        let suppressed = s
+            .incidents
+            .suppressed
+            .values()
+            .fold(0u64, |a, n| a.saturating_add(*n));
+        advance(&self.detect_suppressed, suppressed);
+        advance(&self.detect_rate_limited, s.incidents.rate_limited);
+        self.detect_incidents_open
+            .set(i64::try_from(s.open_incidents).unwrap_or(i64::MAX));
+        self.detect_learning.set(i64::from(s.learning));
+        for (state, on) in [("learning", s.learning), ("detecting", !s.learning)] {
+            if let Ok(g) = self.learning_state.get_metric_with_label_values(&[state]) {
+                g.set(i64::from(on));
+            }
+        }
+        if let Ok(g) = self.model_age.get_metric_with_label_values(&["baseline"]) {
+            g.set(s.model_age_secs);
+        }
     }
 
     /// The text exposition format (version 0.0.4) of every family.
@@ -303,6 +364,17 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
+}
+
+/// What the detection stage reports to [`Metrics::publish_detect`].
+pub struct DetectStatus<'a> {
+    pub counters: &'a DetectCounters,
+    pub incidents: &'a IncidentCounters,
+    pub open_incidents: usize,
+    /// The learning period runs: transactions are learned, not yet judged.
+    pub learning: bool,
+    /// Packet time since the model last learned a transaction.
+    pub model_age_secs: f64,
 }
 
 /// Adds `n` to one series of a counter family; a wrong label count drops the update.
@@ -564,7 +636,7 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .filter_map(|l| l.split_once(' '))
             .collect();
-        assert_eq!(families.len(), 45, "{families:?}");
+        assert_eq!(families.len(), 54, "{families:?}");
         for (name, kind) in families {
             assert!(name.starts_with("apitap_"), "{name}");
             let parts: Vec<&str> = name.split('_').collect();
@@ -748,6 +820,52 @@ mod tests {
         assert_eq!(s["apitap_sink_queue_depth_alerts{sink=\"file\"}"], 0.0);
         assert_eq!(s["apitap_sink_queue_drops_total{sink=\"file\"}"], 0.0);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Publishing the detection state any number of times exports exactly the engine's counts.
+    #[test]
+    fn detect_status_is_published_exactly() {
+        let m = Metrics::new();
+        let mut counters = DetectCounters::default();
+        let mut incidents = IncidentCounters::default();
+        for step in 1..=3u64 {
+            counters.transactions = 10 * step;
+            counters.findings = step;
+            counters.learned = 9 * step;
+            counters.withheld_from_learning = step;
+            incidents.suppressed.insert(step as usize, 2);
+            incidents.rate_limited = step;
+            for _ in 0..2 {
+                m.publish_detect(&DetectStatus {
+                    counters: &counters,
+                    incidents: &incidents,
+                    open_incidents: step as usize,
+                    learning: step == 1,
+                    model_age_secs: 5.0,
+                });
+            }
+        }
+        let s = samples(&m.render());
+        assert_eq!(s["apitap_detect_transactions_total"], 30.0);
+        assert_eq!(s["apitap_detect_findings_total"], 3.0);
+        assert_eq!(s["apitap_detect_learned_total"], 27.0);
+        assert_eq!(s["apitap_detect_withheld_total"], 3.0);
+        assert_eq!(
+            s["apitap_detect_suppressed_total"], 6.0,
+            "summed over rules"
+        );
+        assert_eq!(s["apitap_detect_rate_limited_total"], 3.0);
+        assert_eq!(s["apitap_detect_incidents_open"], 3.0);
+        assert_eq!(s["apitap_detect_learning"], 0.0);
+        assert_eq!(s["apitap_baseline_learning_state{state=\"learning\"}"], 0.0);
+        assert_eq!(
+            s["apitap_baseline_learning_state{state=\"detecting\"}"],
+            1.0
+        );
+        assert_eq!(
+            s["apitap_baseline_model_age_seconds{model=\"baseline\"}"],
+            5.0
+        );
     }
 
     #[test]
