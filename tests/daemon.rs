@@ -993,6 +993,8 @@ fn the_daemon_detects_against_a_learned_model_and_saves_it_at_shutdown() {
             cfg.to_str().expect("path"),
             "--model",
             fx.join("model").to_str().expect("path"),
+            // The daemon adapts ([detect] adapt); offline detection does with --adapt.
+            "--adapt",
             "--updates",
             "--alerts",
             offline.to_str().expect("path"),
