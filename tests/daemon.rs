@@ -744,6 +744,114 @@ fn live_capture_on_loopback_counts_every_request() {
     assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
 }
 
+/// Sends one request on its own connection and returns the status line.
+fn request(port: u16, target: &str, token: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to test server");
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: test.local\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read response");
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+/// End to end on loopback: a real server and client, `apitap run --interface lo` with an empty
+/// model and a two-second learning period. Benign calls are learned and raise nothing; attack
+/// calls after the period raise alerts that reach the file sink and the alert counters.
+#[test]
+fn live_capture_on_loopback_learns_then_alerts_on_attacks() {
+    if !is_root() {
+        println!("skipped: needs root");
+        return;
+    }
+    const BENIGN: usize = 30;
+    const ATTACKS: [&str; 3] = [
+        "/api/items/search?q=1%27%20OR%201%3D1--",
+        "/api/items/search?q=%3Cscript%3Ealert(1)%3C/script%3E",
+        "/api/items/download?file=../../../../etc/passwd",
+    ];
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind test server");
+    let port = listener.local_addr().expect("addr").port();
+    let server = serve_http(listener, BENIGN + ATTACKS.len());
+    let dir = temp_dir("live-detect");
+    let alerts = dir.join("alerts.jsonl");
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "{LISTEN}[capture]\nfilter = \"tcp port {port}\"\nread_timeout_ms = 50\n\
+             promiscuous = false\n[daemon]\nbatch_timeout_ms = 20\n\
+             [alert]\nspool_dir = {spool:?}\n[alert.file]\npath = {file:?}\n\
+             [detect]\nmodel_dir = {model:?}\nlearning_period_secs = 2\n",
+            spool = dir.join("spool").display().to_string(),
+            file = alerts.display().to_string(),
+            model = dir.join("model").display().to_string(),
+        ),
+    );
+    let mut d = Daemon::start(&["--interface", "lo", "--config", cfg.to_str().expect("path")]);
+    let metrics_port = d.port();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(metrics_port, "/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "never ready:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for i in 0..BENIGN {
+        let status = request(
+            port,
+            &format!("/api/items/{}", i % 7),
+            &format!("user-{}", i % 5),
+        );
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Past the learning period (counted in capture time from the first transaction).
+    std::thread::sleep(Duration::from_millis(2500));
+    for target in ATTACKS {
+        request(port, target, "mallory");
+    }
+    server.join().expect("server thread");
+    let total = BENIGN + ATTACKS.len();
+    let scrape = wait_metric(
+        metrics_port,
+        "apitap_detect_transactions_total",
+        total as f64,
+    );
+    assert_eq!(
+        sample(&scrape, "apitap_detect_learning"),
+        Some(0.0),
+        "the learning period is over:\n{scrape}"
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
+    let records = alert_records(&alerts);
+    let injection: Vec<_> = records
+        .iter()
+        .filter(|a| a.kind == apitap::alert::AlertKind::Injection)
+        .collect();
+    assert!(
+        !injection.is_empty(),
+        "no injection alert: {records:#?}\n{}",
+        d.log_text()
+    );
+    for a in &records {
+        a.validate().expect("valid record");
+        // Client-scoped alerts name the attacker; endpoint-scoped ones name no client.
+        let local: std::net::IpAddr = "127.0.0.1".parse().expect("address");
+        assert!(a.client.ip.is_none_or(|ip| ip == local), "{a:?}");
+    }
+    let kinds: Vec<&str> = records.iter().map(|a| a.kind.name()).collect();
+    println!("alerts raised on loopback: {kinds:?}");
+    // Every alert comes from the attack calls: the benign ones were learned, not judged.
+    let learned: Vec<String> = (0..7).map(|i| format!("/api/items/{i}")).collect();
+    assert!(
+        records.iter().all(|a| !learned.contains(&a.endpoint.route)),
+        "{records:#?}"
+    );
+    let log = d.log_text();
+    assert!(!log.contains("mallory"), "a token reached the log");
+}
+
 /// The sample values of a Prometheus query answer (`data.result[].value[1]`), as numbers.
 fn prometheus_values(body: &str) -> Vec<f64> {
     let v: serde_json::Value = match serde_json::from_str(body) {
