@@ -47,6 +47,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "output.flush_interval_ms",
     "metrics.max_route_series",
     "metrics.route_refresh_secs",
+    "detect.spec",
 ];
 
 /// The whole configuration file.
@@ -444,6 +445,7 @@ impl Config {
         self.output.flush_interval_ms = new.output.flush_interval_ms;
         self.metrics.max_route_series = new.metrics.max_route_series;
         self.metrics.route_refresh_secs = new.metrics.route_refresh_secs;
+        self.detect.spec = new.detect.spec.clone();
         changed
             .into_iter()
             .partition(|k| LIVE_KEYS.contains(&k.as_str()))

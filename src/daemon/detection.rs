@@ -235,7 +235,35 @@ impl DetectAnalyzer {
     }
 }
 
+impl DetectAnalyzer {
+    /// SIGHUP: reads `[detect] spec` again (the file may have changed even when its path did
+    /// not). A spec that cannot be read keeps the running one, and says why.
+    fn reload_spec(&mut self, cfg: &Config) {
+        let Some(engine) = self.engine.as_mut() else {
+            return;
+        };
+        match non_empty(&cfg.detect.spec) {
+            None => engine.set_spec(None),
+            Some(p) => match Spec::load(p) {
+                Ok(spec) => {
+                    let operations = spec.paths().len();
+                    engine.set_spec(Some(spec));
+                    tracing::info!(spec = %p.display(), operations, "Spec reloaded.");
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "Spec reload failed; keeping the running spec."
+                ),
+            },
+        }
+    }
+}
+
 impl Analyzer for DetectAnalyzer {
+    fn reconfigure(&mut self, cfg: &Config) {
+        self.reload_spec(cfg);
+    }
+
     fn name(&self) -> &'static str {
         "detect"
     }

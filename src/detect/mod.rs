@@ -366,6 +366,16 @@ impl DetectEngine {
         self.pending_period = (m.first_seen == Timestamp::ZERO).then_some(period);
     }
 
+    /// Replaces the OpenAPI spec (SIGHUP): its templates join the route learner's (templates
+    /// already learned stay), and shadow and deprecated endpoints are judged against it from
+    /// the next transaction. `None` judges without a spec.
+    pub fn set_spec(&mut self, spec: Option<Spec>) {
+        if let Some(s) = &spec {
+            self.learner.add_spec_paths(s.paths());
+        }
+        self.spec = spec;
+    }
+
     /// Whether detection has started (the learning period is over).
     pub fn detecting(&self, now: Timestamp) -> bool {
         now >= self.detect_from
@@ -717,5 +727,43 @@ mod tests {
         assert_eq!(a.evidence["samples"][0], format!("{}#1", t.conn.flow_id));
         assert_eq!(a.capture_quality, 1.0);
         a.validate().unwrap();
+    }
+
+    #[test]
+    fn a_spec_set_while_running_judges_the_next_transactions() {
+        let identity = IdentityExtractor::new(&IdentityConfig::default(), KEY).unwrap();
+        let mut e = DetectEngine::new(
+            empty_model(),
+            identity,
+            DetectConfig::default(),
+            DetectEnv::default(),
+        )
+        .unwrap();
+        let deprecated = |alerts: &[Alert]| {
+            alerts
+                .iter()
+                .filter(|a| a.kind == AlertKind::DeprecatedEndpoint)
+                .count()
+        };
+        let mut out = Vec::new();
+        e.observe(&call("/v0/items/7", "alice", 1, 0), &mut out);
+        assert_eq!(deprecated(&out), 0, "no spec, nothing is deprecated");
+        let spec = Spec::parse(
+            "openapi: 3.0.3\ninfo: {title: t, version: '1'}\npaths:\n  /v0/items/{id}:\n    get:\n      deprecated: true\n      responses: {'200': {description: ok}}\n",
+            "spec.yaml",
+        )
+        .unwrap();
+        e.set_spec(Some(spec));
+        e.observe(&call("/v0/items/8", "alice", 1, 1), &mut out);
+        e.finish(&mut out);
+        assert_eq!(deprecated(&out), 1, "{out:#?}");
+        let a = out
+            .iter()
+            .find(|a| a.kind == AlertKind::DeprecatedEndpoint)
+            .unwrap();
+        assert_eq!(
+            a.endpoint.route, "/v0/items/{id}",
+            "the spec's template names it"
+        );
     }
 }

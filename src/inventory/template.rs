@@ -1213,6 +1213,13 @@ impl RouteLearner {
         self
     }
 
+    /// [`RouteLearner::with_spec_paths`] on a running learner (a spec reloaded on SIGHUP).
+    pub fn add_spec_paths<S: AsRef<str>>(&mut self, paths: impl IntoIterator<Item = S>) {
+        for p in paths {
+            self.spec.insert(p.as_ref());
+        }
+    }
+
     pub fn with_overrides(mut self, overrides: Overrides) -> Self {
         self.overrides = overrides;
         self

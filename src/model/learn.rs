@@ -328,6 +328,11 @@ impl Learner {
         self.callers.get(subject)
     }
 
+    /// Adds OpenAPI path templates to the route learner (a spec loaded while running).
+    pub fn add_spec_paths<S: AsRef<str>>(&mut self, paths: impl IntoIterator<Item = S>) {
+        self.routes.add_spec_paths(paths);
+    }
+
     /// The route learner (templates, spec paths, overrides).
     pub fn routes(&self) -> &RouteLearner {
         &self.routes
