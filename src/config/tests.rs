@@ -345,7 +345,8 @@ fn apply_live_takes_exactly_the_live_keys() {
     let text = "[daemon]\nlog_level = \"debug\"\nworkers = 3\n\
                 [output]\nflush_interval_ms = 50\n\
                 [metrics]\nmax_route_series = 7\nroute_refresh_secs = 5\n\
-                [flow]\nmax_flows = 10\n";
+                [flow]\nmax_flows = 10\n\
+                [detect]\nspec = \"/etc/apitap/openapi.yaml\"\n";
     let new = load_text(text, &[]).expect("valid");
     let mut running = Config::default();
     let (applied, restart) = running.apply_live(&new);
