@@ -57,6 +57,17 @@ pub struct SpecParam {
     pub schema_type: Option<String>,
 }
 
+/// The declared type of one JSON field: the schema's `type` and `format`, either absent when
+/// the schema does not say (a bare `$ref` to a missing component, an untyped `{}`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FieldType {
+    /// `integer`, `number`, `string`, `boolean`, `object` or `array`; an untyped schema with
+    /// `properties` counts as `object`, one with `items` as `array`.
+    pub type_name: Option<String>,
+    /// `uuid`, `date`, `date-time`, `email`, ... as written.
+    pub format: Option<String>,
+}
+
 /// One operation: a method on a path template.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SpecOperation {
@@ -71,6 +82,10 @@ pub struct SpecOperation {
     pub request_fields: Vec<String>,
     /// JSON key paths per response status (`200`, `4XX`, `default`).
     pub response_fields: BTreeMap<String, Vec<String>>,
+    /// Declared types of the request body's key paths (every path of `request_fields`).
+    pub request_field_types: BTreeMap<String, FieldType>,
+    /// Declared types of each response's key paths, by status as in `response_fields`.
+    pub response_field_types: BTreeMap<String, BTreeMap<String, FieldType>>,
     /// The operation requires some security scheme (its own `security` or the document's).
     pub secured: bool,
 }
@@ -134,12 +149,12 @@ impl Spec {
                 let mut params = Vec::new();
                 collect_params(&doc, shared_params, &mut params);
                 collect_params(&doc, op.get("parameters"), &mut params);
-                let mut request_fields = Vec::new();
+                let mut request_fields = Fields::default();
                 if let Some(schema) = json_body_schema(&doc, op.get("requestBody")) {
                     field_paths(&doc, schema, "$", 0, &mut request_fields);
                 }
                 // Swagger 2.0: a `body` parameter carries the schema.
-                if request_fields.is_empty() {
+                if request_fields.paths.is_empty() {
                     if let Some(body) =
                         swagger_body_param(&doc, shared_params, op.get("parameters"))
                     {
@@ -147,15 +162,17 @@ impl Spec {
                     }
                 }
                 let mut response_fields = BTreeMap::new();
+                let mut response_field_types = BTreeMap::new();
                 if let Some(responses) = op.get("responses").and_then(Value::as_object) {
                     for (status, resp) in responses {
                         let resp = resolve(&doc, resp, 0);
                         let schema = json_body_schema(&doc, Some(resp))
                             .or_else(|| resp.get("schema").map(|s| resolve(&doc, s, 0)));
                         if let Some(schema) = schema {
-                            let mut fields = Vec::new();
+                            let mut fields = Fields::default();
                             field_paths(&doc, schema, "$", 0, &mut fields);
-                            response_fields.insert(status.clone(), fields);
+                            response_fields.insert(status.clone(), fields.paths);
+                            response_field_types.insert(status.clone(), fields.types);
                         }
                     }
                 }
@@ -175,8 +192,10 @@ impl Spec {
                         .and_then(Value::as_bool)
                         .unwrap_or(false),
                     params,
-                    request_fields,
+                    request_fields: request_fields.paths,
                     response_fields,
+                    request_field_types: request_fields.types,
+                    response_field_types,
                     secured,
                 });
             }
@@ -389,9 +408,52 @@ fn swagger_body_param<'a>(
         .map(|s| resolve(doc, s, 0))
 }
 
+/// Key paths of one schema, in order of first appearance, with their declared types.
+#[derive(Default)]
+struct Fields {
+    paths: Vec<String>,
+    types: BTreeMap<String, FieldType>,
+}
+
+/// The declared type of a (resolved) schema; `allOf` members lend theirs when it has none.
+fn field_type(doc: &Value, schema: &Value, depth: usize) -> FieldType {
+    let own = schema.get("type").and_then(type_name).or_else(|| {
+        if schema.get("properties").is_some() {
+            Some("object".to_string())
+        } else if schema.get("items").is_some() {
+            Some("array".to_string())
+        } else {
+            None
+        }
+    });
+    let mut t = FieldType {
+        type_name: own,
+        format: schema
+            .get("format")
+            .and_then(Value::as_str)
+            .map(String::from),
+    };
+    if t.type_name.is_none() && depth < MAX_SCHEMA_DEPTH {
+        for sub in schema
+            .get("allOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let s = field_type(doc, resolve(doc, sub, depth + 1), depth + 1);
+            if s.type_name.is_some() {
+                t.type_name = s.type_name;
+                t.format = t.format.or(s.format);
+                break;
+            }
+        }
+    }
+    t
+}
+
 /// Key paths of a schema, in the same notation as the inventory (`$.a.b`, `$.items[].sku`).
-fn field_paths(doc: &Value, schema: &Value, prefix: &str, depth: usize, out: &mut Vec<String>) {
-    if depth >= MAX_SCHEMA_DEPTH || out.len() >= MAX_FIELDS {
+fn field_paths(doc: &Value, schema: &Value, prefix: &str, depth: usize, out: &mut Fields) {
+    if depth >= MAX_SCHEMA_DEPTH || out.paths.len() >= MAX_FIELDS {
         return;
     }
     let schema = resolve(doc, schema, depth);
@@ -407,12 +469,15 @@ fn field_paths(doc: &Value, schema: &Value, prefix: &str, depth: usize, out: &mu
     }
     if let Some(props) = schema.get("properties").and_then(Value::as_object) {
         for (name, sub) in props {
-            if out.len() >= MAX_FIELDS {
+            if out.paths.len() >= MAX_FIELDS {
                 return;
             }
             let path = format!("{prefix}.{name}");
-            if !out.contains(&path) {
-                out.push(path.clone());
+            if !out.paths.contains(&path) {
+                out.paths.push(path.clone());
+                // The first declaration wins, as for the path itself.
+                let t = field_type(doc, resolve(doc, sub, depth + 1), depth + 1);
+                out.types.insert(path.clone(), t);
             }
             field_paths(doc, sub, &path, depth + 1, out);
         }
@@ -502,6 +567,38 @@ components:
         assert!(del.deprecated);
         assert_eq!(del.params[0].name, "petId");
         assert_eq!(del.params[0].location, ParamIn::Path);
+    }
+
+    #[test]
+    fn field_types_follow_refs_and_all_of() {
+        let spec = Spec::parse(PETSTORE, "pets.yaml").unwrap();
+        let ty = |t: &str, f: Option<&str>| FieldType {
+            type_name: Some(t.to_string()),
+            format: f.map(String::from),
+        };
+        let create = spec.find("POST", "/v1/pets").unwrap();
+        assert_eq!(
+            create.request_field_types.len(),
+            create.request_fields.len()
+        );
+        assert_eq!(create.request_field_types["$.name"], ty("string", None));
+        assert_eq!(create.request_field_types["$.tags"], ty("array", None));
+        assert_eq!(
+            create.request_field_types["$.tags[].label"],
+            ty("string", None)
+        );
+        let get = spec.find("GET", "/v1/pets/1").unwrap();
+        let types = &get.response_field_types["200"];
+        assert_eq!(types["$.id"], ty("integer", None));
+        // `owner` is a bare `$ref` to an `allOf` without its own `type`: the members lend one.
+        assert_eq!(types["$.owner"], ty("object", None));
+        let text = "openapi: 3.1.0\npaths:\n  /u:\n    post:\n      requestBody: {content: {application/json: {schema: {properties: {at: {type: [string, 'null'], format: date-time}, any: {}}}}}}\n      responses: {}\n";
+        let op = &Spec::parse(text, "u.yaml").unwrap().operations[0];
+        assert_eq!(
+            op.request_field_types["$.at"],
+            ty("string", Some("date-time"))
+        );
+        assert_eq!(op.request_field_types["$.any"], FieldType::default());
     }
 
     #[test]
