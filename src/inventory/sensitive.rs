@@ -774,9 +774,15 @@ fn iin_matches(d: &[u8]) -> bool {
     }
 }
 
-fn luhn(d: &[u8]) -> bool {
-    let sum: u32 = d
-        .iter()
+/// Whether digit values (0-9, most significant first) pass the Luhn check.
+pub fn luhn(d: &[u8]) -> bool {
+    luhn_sum(d) % 10 == 0
+}
+
+/// The Luhn sum of digit values (0-9, most significant first): every second digit from the
+/// right doubled, less 9 when that passes 9.
+pub fn luhn_sum(d: &[u8]) -> u32 {
+    d.iter()
         .rev()
         .enumerate()
         .map(|(i, &x)| {
@@ -792,8 +798,7 @@ fn luhn(d: &[u8]) -> bool {
                 x
             }
         })
-        .sum();
-    sum % 10 == 0
+        .sum()
 }
 
 /// SSA rules: area not 000, 666 or 900-999; group not 00; serial not 0000.

@@ -14,6 +14,7 @@ use super::bank::{lb_addr, pct, server_addr, Bank, Fault, Op, Role, User, FAR_AW
 use super::{request, response, Exchange, Label, Session, HOST};
 use crate::alert::AlertKind;
 use crate::common::{Duration, Timestamp};
+use crate::inventory::sensitive::{luhn, luhn_sum};
 use crate::synth::rng::Rng;
 use crate::synth::tcp::Impairments;
 use serde_json::{json, Value};
@@ -1299,56 +1300,31 @@ impl<'a> Ctx<'a> {
 
 /// A Luhn-valid 16-digit card number starting with `prefix`.
 pub fn luhn_pan(r: &mut Rng, prefix: &str) -> String {
-    let mut digits: Vec<u32> = prefix.chars().filter_map(|c| c.to_digit(10)).collect();
+    let mut digits: Vec<u8> = prefix
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect();
     while digits.len() < 15 {
-        digits.push(r.below(10) as u32);
+        digits.push(r.below(10) as u8);
     }
-    // The check digit makes the doubled-alternate sum a multiple of 10.
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, d)| {
-            if i % 2 == 0 {
-                let x = d * 2;
-                if x > 9 {
-                    x - 9
-                } else {
-                    x
-                }
-            } else {
-                *d
-            }
-        })
-        .sum();
-    digits.push((10 - sum % 10) % 10);
-    digits
-        .iter()
-        .filter_map(|d| char::from_digit(*d, 10))
-        .collect()
+    // With a 0 in the check position the sum is short of a multiple of 10 by the check digit.
+    digits.push(0);
+    let check = (10 - luhn_sum(&digits) % 10) % 10;
+    if let Some(last) = digits.last_mut() {
+        *last = check as u8;
+    }
+    digits.iter().map(|d| char::from(b'0' + d)).collect()
 }
 
 /// Whether a digit string passes the Luhn check.
 pub fn luhn_valid(s: &str) -> bool {
-    let digits: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, d)| {
-            if i % 2 == 1 {
-                let x = d * 2;
-                if x > 9 {
-                    x - 9
-                } else {
-                    x
-                }
-            } else {
-                *d
-            }
-        })
-        .sum();
-    !digits.is_empty() && sum % 10 == 0
+    let digits: Vec<u8> = s
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect();
+    !digits.is_empty() && luhn(&digits)
 }
 
 fn base64_std(data: &[u8]) -> String {
