@@ -24,6 +24,7 @@ pub mod behaviour;
 pub mod config;
 pub mod incident;
 pub mod learned;
+pub mod rawjson;
 pub mod signatures;
 
 use crate::alert::{Alert, AlertKind, Client, Endpoint, Severity};
@@ -31,7 +32,7 @@ use crate::baseline::caller::CallerProfile;
 use crate::baseline::profile::{EndpointKey, EndpointProfile};
 use crate::common::Timestamp;
 use crate::identity::{Identity, IdentityExtractor};
-use crate::inventory::spec::Spec;
+use crate::inventory::spec::{Spec, SpecOperation};
 use crate::model::learn::{LearnConfig, Learner, Prepared};
 use crate::model::Model;
 use crate::transaction::{Body, Request, Response, Transaction};
@@ -169,6 +170,8 @@ pub struct Context<'a> {
     pub complete: bool,
     /// The JSON bodies, parsed on first use ([`Context::request_json`]).
     pub bodies: Bodies,
+    /// The spec operation of the request, looked up on first use ([`Context::spec_operation`]).
+    pub spec_op: OnceCell<Option<&'a SpecOperation>>,
 }
 
 /// A transaction's JSON bodies, parsed on first use: most transactions need neither parsed.
@@ -196,7 +199,7 @@ impl Bodies {
     }
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
     /// The request body as JSON, when it is JSON and within `max_json_bytes`; parsed once, on
     /// the first call.
     pub fn request_json(&self) -> Option<&Value> {
@@ -225,6 +228,15 @@ impl Context<'_> {
                 v
             })
             .as_ref()
+    }
+
+    /// The spec operation this request falls under (method and concrete path), `None` without
+    /// a spec or outside it; looked up once.
+    pub fn spec_operation(&self) -> Option<&'a SpecOperation> {
+        *self.spec_op.get_or_init(|| {
+            self.spec
+                .and_then(|s| s.find(&self.req.method, &self.req.uri))
+        })
     }
 
     /// `<flow id>#<depth>`: names this transaction in `apitap flows` output.
@@ -490,6 +502,7 @@ impl DetectEngine {
             spec: self.spec.as_ref(),
             complete: crate::daemon::analysis::is_complete(tx),
             bodies: Bodies::new(self.cfg.max_json_bytes),
+            spec_op: OnceCell::new(),
         };
         for d in &mut self.detectors {
             d.observe(&cx, &mut self.findings);

@@ -226,13 +226,12 @@ impl Spec {
     /// Literal segments beat parameters when several templates match.
     pub fn find(&self, method: &str, path: &str) -> Option<&SpecOperation> {
         let path = path.split(['?', '#']).next().unwrap_or("");
-        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let mut best: Option<(&SpecOperation, usize)> = None;
         for op in &self.operations {
             if !op.method.eq_ignore_ascii_case(method) {
                 continue;
             }
-            if let Some(literals) = template_match(&op.path, &segs) {
+            if let Some(literals) = template_match(&op.path, path) {
                 if best.is_none_or(|(_, l)| literals > l) {
                     best = Some((op, literals));
                 }
@@ -247,14 +246,18 @@ impl Spec {
     }
 }
 
-/// Number of literal segments if `template` matches the path segments.
-fn template_match(template: &str, segs: &[&str]) -> Option<usize> {
-    let tsegs: Vec<&str> = template.split('/').filter(|s| !s.is_empty()).collect();
-    if tsegs.len() != segs.len() {
-        return None;
-    }
+/// Number of literal segments if `template` matches the request path segment for segment
+/// (empty segments ignored on both sides). Runs once per operation per request: no allocation.
+fn template_match(template: &str, path: &str) -> Option<usize> {
+    let mut tsegs = template.split('/').filter(|s| !s.is_empty());
+    let mut segs = path.split('/').filter(|s| !s.is_empty());
     let mut literals = 0;
-    for (t, s) in tsegs.iter().zip(segs) {
+    loop {
+        let (t, s) = match (tsegs.next(), segs.next()) {
+            (None, None) => return Some(literals),
+            (Some(t), Some(s)) => (t, s),
+            _ => return None,
+        };
         if t.starts_with('{') && t.ends_with('}') {
             continue;
         }
@@ -272,7 +275,6 @@ fn template_match(template: &str, segs: &[&str]) -> Option<usize> {
         }
         literals += 1;
     }
-    Some(literals)
 }
 
 /// The path part of the first server URL (3.x) or `basePath` (2.0), without a trailing slash.

@@ -79,7 +79,7 @@ impl Detector for InventoryDetector {
         if status == 404 || status == 0 {
             return;
         }
-        let op = cx.spec.and_then(|s| s.find(&cx.req.method, &cx.req.uri));
+        let op = cx.spec_operation();
         if let Some(op) = op.filter(|op| op.deprecated) {
             out.push(
                 Finding::new(AlertKind::DeprecatedEndpoint, cx)

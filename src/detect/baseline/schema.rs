@@ -245,8 +245,7 @@ impl Detector for MassAssignmentDetector {
             return;
         };
         let spec_fields = cx
-            .spec
-            .and_then(|s| s.find(&cx.req.method, &cx.req.uri))
+            .spec_operation()
             .map(|op| op.request_fields.as_slice())
             .unwrap_or(&[]);
         let mut found = NewPaths::default();
@@ -384,6 +383,7 @@ const MAX_SKELETON_DEPTH: usize = 64;
 /// and walks as usual. Key strings are hashed as written (escapes included), so two spellings
 /// of one key only cost a memo miss.
 fn skeleton(raw: &[u8], scratch: &mut Vec<u64>) -> Option<u64> {
+    use crate::detect::rawjson::{Event, Reader};
     const ARRAY: u64 = 0x9e37_79b9_7f4a_7c15;
     fn mix(h: u64, bytes: &[u8]) -> u64 {
         let mut x = h ^ 0xcbf2_9ce4_8422_2325;
@@ -393,67 +393,42 @@ fn skeleton(raw: &[u8], scratch: &mut Vec<u64>) -> Option<u64> {
         x ^ (x >> 29)
     }
     scratch.clear();
-    // (is_object, path hash of the container, path hash of the pending key's value)
-    let mut stack: Vec<(bool, u64, u64)> = Vec::new();
-    let mut i = 0;
-    let mut expect_key = false;
-    let mut started = false;
-    while let Some(&c) = raw.get(i) {
-        match c {
-            b'{' | b'[' => {
-                let path = match stack.last() {
-                    None if started => return None,
+    // Per open container: (is_object, its path hash, path hash of the pending key's value).
+    let mut stack = [(false, 0u64, 0u64); MAX_SKELETON_DEPTH];
+    let mut reader = Reader::new(raw);
+    while let Some(event) = reader.next_event().ok()? {
+        // Depth after the event: an open has already been counted, a close already undone.
+        let depth = reader.depth();
+        match event {
+            Event::Open { object } => {
+                if depth > MAX_SKELETON_DEPTH {
+                    return None;
+                }
+                let path = match depth.checked_sub(2).and_then(|d| stack.get(d)) {
                     None => 1,
                     Some(&(true, _, value)) => value,
                     Some(&(false, arr, _)) => arr,
                 };
-                started = true;
-                if stack.len() >= MAX_SKELETON_DEPTH {
+                let slot = stack.get_mut(depth - 1)?;
+                *slot = if object {
+                    (true, path, 0)
+                } else {
+                    (false, mix(path, &ARRAY.to_le_bytes()), 0)
+                };
+            }
+            Event::Key { raw: key, .. } => {
+                let top = stack.get_mut(depth.checked_sub(1)?)?;
+                let path = mix(top.1, key);
+                top.2 = path;
+                if scratch.len() >= MAX_SKELETON_KEYS {
                     return None;
                 }
-                if c == b'{' {
-                    stack.push((true, path, 0));
-                    expect_key = true;
-                } else {
-                    let arr = mix(path, &ARRAY.to_le_bytes());
-                    stack.push((false, arr, 0));
-                    expect_key = false;
-                }
+                scratch.push(path);
             }
-            b'}' | b']' => {
-                stack.pop()?;
-                expect_key = false;
-            }
-            b',' => expect_key = matches!(stack.last(), Some((true, _, _))),
-            b'"' => {
-                let start = i + 1;
-                let mut j = start;
-                loop {
-                    match raw.get(j) {
-                        None => return None,
-                        Some(b'\\') => j += 2,
-                        Some(b'"') => break,
-                        Some(_) => j += 1,
-                    }
-                }
-                if expect_key {
-                    let key = raw.get(start..j)?;
-                    let top = stack.last_mut()?;
-                    let path = mix(top.1, key);
-                    top.2 = path;
-                    if scratch.len() >= MAX_SKELETON_KEYS {
-                        return None;
-                    }
-                    scratch.push(path);
-                    expect_key = false;
-                }
-                i = j;
-            }
-            _ => {}
+            Event::Close | Event::Str { .. } | Event::Scalar(_) => {}
         }
-        i += 1;
     }
-    if !started || !stack.is_empty() {
+    if !reader.finished() {
         return None;
     }
     scratch.sort_unstable();

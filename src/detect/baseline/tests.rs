@@ -788,6 +788,7 @@ fn with_context(
         learner,
         spec: None,
         bodies: crate::detect::Bodies::new(1 << 20),
+        spec_op: std::cell::OnceCell::new(),
         complete: true,
     };
     f(&cx);

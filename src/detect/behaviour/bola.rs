@@ -28,6 +28,7 @@ use super::{endpoint_hash, key_hash, Inserted, RecentSet, Table};
 use crate::alert::{AlertKind, Severity};
 use crate::baseline::profile::EndpointProfile;
 use crate::detect::config::Problems;
+use crate::detect::rawjson::{self, Event};
 use crate::detect::{Context, Detector, Finding};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -246,6 +247,8 @@ pub struct Bola {
     owners: Owners,
     baselines: HashMap<u64, Baseline>,
     counters: BolaCounters,
+    /// Ids of the collection response being harvested (reused).
+    ids: Vec<u64>,
 }
 
 impl Bola {
@@ -256,6 +259,7 @@ impl Bola {
             owners: Owners::default(),
             baselines: HashMap::new(),
             counters: BolaCounters::default(),
+            ids: Vec::new(),
         }
     }
 
@@ -280,20 +284,23 @@ impl Bola {
         b
     }
 
-    /// Records the ids a collection response returned to `owner`.
-    fn harvest(&mut self, host: &str, owner: u64, body: &Value) {
-        let mut budget = self.cfg.max_ids_per_response;
-        let (owners, counters, cap) = (
-            &mut self.owners,
-            &mut self.counters,
-            self.cfg.max_owned_objects,
-        );
-        collect_ids(body, 0, &mut budget, &mut |id| {
-            if owners.listed(key_hash(&[host.as_bytes(), id]), owner, cap) {
-                counters.owners_evicted = counters.owners_evicted.saturating_add(1);
-            }
-            counters.ids_harvested = counters.ids_harvested.saturating_add(1);
+    /// Records the ids a collection response returned to `owner`, read from the raw body.
+    fn harvest(&mut self, host: &str, owner: u64, body: &[u8]) {
+        let mut ids = std::mem::take(&mut self.ids);
+        let whole = collect_ids(body, self.cfg.max_ids_per_response, &mut |id| {
+            ids.push(key_hash(&[host.as_bytes(), id]));
         });
+        // A body cut by a capture gap, or not JSON, tells nothing reliable about ownership.
+        if whole {
+            for &id in &ids {
+                if self.owners.listed(id, owner, self.cfg.max_owned_objects) {
+                    self.counters.owners_evicted = self.counters.owners_evicted.saturating_add(1);
+                }
+                self.counters.ids_harvested = self.counters.ids_harvested.saturating_add(1);
+            }
+        }
+        ids.clear();
+        self.ids = ids;
     }
 }
 
@@ -335,50 +342,83 @@ fn is_id_key(key: &str) -> bool {
 }
 
 /// Calls `f` with each object id (string or integer value of an id-named key) of a JSON
-/// document, at most `budget` of them, down to [`MAX_HARVEST_DEPTH`]. Integers are formatted
-/// on the stack: a collection response costs no allocation.
-fn collect_ids(v: &Value, depth: usize, budget: &mut usize, f: &mut impl FnMut(&[u8])) {
-    if depth > MAX_HARVEST_DEPTH || *budget == 0 {
-        return;
-    }
-    match v {
-        Value::Array(items) => {
-            for item in items {
-                if *budget == 0 {
-                    return;
-                }
-                collect_ids(item, depth + 1, budget, f);
+/// document, at most `budget` of them in document order, from objects nested at most
+/// [`MAX_HARVEST_DEPTH`] deep. Reads the raw bytes ([`rawjson`]): a collection response costs
+/// no parse and no allocation (ids are formatted on the stack). Returns whether the bytes were
+/// one whole JSON document; a caller acts on the ids only then, as it would on a parse.
+fn collect_ids(body: &[u8], mut budget: usize, f: &mut impl FnMut(&[u8])) -> bool {
+    let mut reader = rawjson::Reader::new(body);
+    // The id-named key whose value comes next.
+    let mut id_key = false;
+    loop {
+        let event = match reader.next_event() {
+            Ok(Some(e)) => e,
+            Ok(None) => return reader.finished(),
+            Err(_) => return false,
+        };
+        // Objects at depth `MAX_HARVEST_DEPTH` (0 = the document) are the deepest read.
+        let shallow = reader.depth() <= MAX_HARVEST_DEPTH + 1;
+        let take = std::mem::take(&mut id_key) && shallow && budget > 0;
+        match event {
+            Event::Key { raw, escaped } => {
+                id_key = rawjson::unescape(raw, escaped).is_some_and(|k| is_id_key(&k));
             }
-        }
-        Value::Object(map) => {
-            for (k, item) in map {
-                if *budget == 0 {
-                    return;
+            Event::Str { raw, escaped } => {
+                let Some(s) = rawjson::unescape(raw, escaped) else {
+                    return false;
+                };
+                if take && !s.is_empty() && s.len() <= 128 {
+                    budget -= 1;
+                    f(s.as_bytes());
                 }
-                match item {
-                    Value::String(s) if is_id_key(k) && !s.is_empty() && s.len() <= 128 => {
-                        *budget -= 1;
-                        f(s.as_bytes());
+            }
+            Event::Scalar(raw) => match raw {
+                b"true" | b"false" | b"null" => {}
+                _ if is_plain_integer(raw) => {
+                    if take {
+                        budget -= 1;
+                        f(raw);
                     }
-                    Value::Number(n) if is_id_key(k) => {
+                }
+                _ if !take => {
+                    // Only ids are parsed; a bare word is not JSON.
+                    if !raw
+                        .first()
+                        .is_some_and(|c| c.is_ascii_digit() || *c == b'-')
+                    {
+                        return false;
+                    }
+                }
+                _ => {
+                    // Floats and out-of-range integers as serde_json prints them.
+                    let Ok(n) = serde_json::from_slice::<serde_json::Number>(raw) else {
+                        return false;
+                    };
+                    {
                         let mut buf = [0u8; 40];
-                        let rest = {
-                            let mut cur = &mut buf[..];
-                            if std::io::Write::write_fmt(&mut cur, format_args!("{n}")).is_err() {
-                                continue;
-                            }
-                            cur.len()
-                        };
-                        *budget -= 1;
-                        f(buf.get(..buf.len() - rest).unwrap_or(&[]));
+                        let mut cur = &mut buf[..];
+                        if std::io::Write::write_fmt(&mut cur, format_args!("{n}")).is_ok() {
+                            let rest = cur.len();
+                            budget -= 1;
+                            f(buf.get(..buf.len() - rest).unwrap_or(&[]));
+                        }
                     }
-                    Value::Array(_) | Value::Object(_) => collect_ids(item, depth + 1, budget, f),
-                    _ => {}
                 }
-            }
+            },
+            Event::Open { .. } | Event::Close => {}
         }
-        _ => {}
     }
+}
+
+/// A JSON integer serde_json prints back exactly as written: an optional `-`, then `0` or a
+/// non-zero digit followed by at most 17 more (so it fits an i64 or u64), and not `-0`.
+fn is_plain_integer(raw: &[u8]) -> bool {
+    let digits = raw.strip_prefix(b"-").unwrap_or(raw);
+    !digits.is_empty()
+        && digits.len() <= 18
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits.len() == 1 || digits.first() != Some(&b'0'))
+        && raw != b"-0"
 }
 
 impl Detector for Bola {
@@ -399,8 +439,8 @@ impl Detector for Bola {
         let me = key_hash(&[b"subject", subject.as_str().as_bytes()]);
         if cx.object_ids.is_empty() {
             // A collection answer to an identity tells whose objects these are.
-            if let (Some(body), true) = (cx.response_json(), cx.req.method == "GET") {
-                self.harvest(host, me, body);
+            if let (Some(resp), true) = (cx.resp, cx.req.method == "GET") {
+                self.harvest(host, me, &resp.body.data);
             }
             return;
         }
@@ -524,17 +564,13 @@ mod tests {
 
     #[test]
     fn ids_are_taken_from_id_named_keys_of_collections_within_bounds() {
-        let body: Value = serde_json::from_str(
-            r#"{"accounts":[{"accountId":"A1","balance":3},{"accountId":"A2"},{"id":77}],
-                "owner_id":"u9","name":"x","nested":{"a":{"b":{"c":{"d":{"id":"deep"}}}}}}"#,
-        )
-        .unwrap();
+        let body = br#"{"accounts":[{"accountId":"A1","balance":3},{"accountId":"A2"},{"id":77}],
+                "owner_id":"u9","name":"x","nested":{"a":{"b":{"c":{"d":{"id":"deep"}}}}}}"#;
         let collect = |max: usize| {
             let mut ids = Vec::new();
-            let mut budget = max;
-            collect_ids(&body, 0, &mut budget, &mut |id| {
+            assert!(collect_ids(body, max, &mut |id| {
                 ids.push(String::from_utf8_lossy(id).into_owned())
-            });
+            }));
             ids.sort();
             ids
         };
@@ -544,6 +580,100 @@ mod tests {
             "too deep ids are not taken"
         );
         assert_eq!(collect(2).len(), 2);
+    }
+
+    /// The ids of a parsed document, walked as the JSON tree (the reference).
+    fn tree_ids(v: &Value, depth: usize, out: &mut Vec<String>) {
+        if depth > MAX_HARVEST_DEPTH {
+            return;
+        }
+        match v {
+            Value::Array(items) => items.iter().for_each(|i| tree_ids(i, depth + 1, out)),
+            Value::Object(map) => {
+                for (k, item) in map {
+                    match item {
+                        Value::String(s) if is_id_key(k) && !s.is_empty() && s.len() <= 128 => {
+                            out.push(s.clone())
+                        }
+                        Value::Number(n) if is_id_key(k) => out.push(n.to_string()),
+                        Value::Array(_) | Value::Object(_) => tree_ids(item, depth + 1, out),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn raw_ids_need_a_whole_document_and_print_numbers_as_serde_does() {
+        let ids = |body: &[u8]| {
+            let mut ids = Vec::new();
+            let whole = collect_ids(body, 100, &mut |id| {
+                ids.push(String::from_utf8_lossy(id).into_owned())
+            });
+            (whole, ids)
+        };
+        assert!(!ids(br#"[{"id": 1}, {"id": 2"#).0, "cut by a gap");
+        assert!(!ids(br#"[{"id": 1}, {"id": nope}]"#).0, "not JSON");
+        assert!(!ids(br#"[{"id": "bad \q escape"}]"#).0);
+        let (whole, got) = ids(
+            br#"[{"id": 1.50}, {"userId": 12345678901234567890}, {"i\u0064": "x"}, {"id": -0}]"#,
+        );
+        assert!(whole);
+        assert_eq!(got, ["1.5", "12345678901234567890", "x", "-0.0"]);
+        let (whole, got) = ids(br#"[{"id": ""}, {"id": true}, {"ID": "b\"c"}]"#);
+        assert!(whole);
+        assert_eq!(got, ["b\"c"]);
+    }
+
+    fn json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            Just("id".to_owned()),
+            Just("accountId".to_owned()),
+            Just("owner_id".to_owned()),
+            "[a-zA-Z_]{0,6}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            ".{0,10}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(7, 64, 5, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Read raw, a document gives the ids its parsed tree gives (document order aside).
+        #[test]
+        fn raw_ids_match_the_parsed_tree(v in json(), pretty in proptest::prelude::any::<bool>()) {
+            proptest::prop_assume!(v.is_object() || v.is_array());
+            let text = if pretty {
+                serde_json::to_vec_pretty(&v).unwrap()
+            } else {
+                serde_json::to_vec(&v).unwrap()
+            };
+            let parsed: Value = serde_json::from_slice(&text).unwrap();
+            let mut want = Vec::new();
+            tree_ids(&parsed, 0, &mut want);
+            let mut got = Vec::new();
+            let whole = collect_ids(&text, usize::MAX, &mut |id| {
+                got.push(String::from_utf8_lossy(id).into_owned())
+            });
+            proptest::prop_assert!(whole);
+            want.sort();
+            got.sort();
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]

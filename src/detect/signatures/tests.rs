@@ -185,6 +185,7 @@ impl Fixture {
             learner: &self.learner,
             spec: None,
             bodies: crate::detect::Bodies::new(1 << 20),
+            spec_op: std::cell::OnceCell::new(),
             complete: true,
         };
         let mut out = Vec::new();
