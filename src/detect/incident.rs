@@ -19,10 +19,11 @@
 use super::{client_key, Finding, Scope};
 use crate::alert::{time, Alert, AlertKind, Client, Endpoint};
 use crate::common::Timestamp;
+use crate::detect::FastMap;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Settings of the lifecycle (`[detect.lifecycle]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -216,9 +217,9 @@ struct Incident {
 pub struct Incidents {
     cfg: LifecycleConfig,
     rules: Vec<Rule>,
-    open: HashMap<Key, Incident>,
+    open: FastMap<Key, Incident>,
     /// Open incidents per client key, for the learning guard.
-    by_client: HashMap<String, u32>,
+    by_client: FastMap<String, u32>,
     tokens: f64,
     refilled_at: Timestamp,
     last_sweep: Timestamp,
@@ -237,8 +238,8 @@ impl Incidents {
         Ok(Incidents {
             cfg: cfg.clone(),
             rules,
-            open: HashMap::new(),
-            by_client: HashMap::new(),
+            open: FastMap::default(),
+            by_client: FastMap::default(),
             tokens: f64::from(cfg.max_alerts_per_minute),
             refilled_at: Timestamp::ZERO,
             last_sweep: Timestamp::ZERO,

@@ -40,6 +40,11 @@ use serde_json::{Map, Value};
 use std::cell::{Cell, OnceCell};
 
 pub use config::DetectConfig;
+
+/// The hash map of detector state. Keys come from traffic (endpoints, callers, hashed ids), so
+/// the hasher is seeded per process (no crafted collisions) but much cheaper than SipHash;
+/// nothing iterates these maps into output, so the seed never shows in results.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 use incident::Incidents;
 
 /// What an incident is about: which part of (endpoint, client) groups its findings.

@@ -16,8 +16,8 @@ use crate::alert::{AlertKind, Severity};
 use crate::baseline::profile::{graphql_from_json, is_graphql_path, scan_graphql, GraphqlInfo};
 use crate::baseline::sketch::hash64;
 use crate::common::Timestamp;
+use crate::detect::FastMap;
 use crate::detect::{Context, Detector, Finding};
-use std::collections::HashMap;
 
 /// Learned maxima over every operation of one GraphQL path.
 #[derive(Clone, Copy, Debug, Default)]
@@ -42,7 +42,7 @@ pub struct GraphqlCounters {
 pub struct GraphqlDetector {
     cfg: GraphqlConfig,
     /// Keyed by a hash of (host, template): no allocation per request.
-    learned: HashMap<u64, Learned>,
+    learned: FastMap<u64, Learned>,
     counters: GraphqlCounters,
 }
 
@@ -50,7 +50,7 @@ impl GraphqlDetector {
     pub fn new(cfg: &GraphqlConfig) -> Self {
         GraphqlDetector {
             cfg: cfg.clone(),
-            learned: HashMap::new(),
+            learned: FastMap::default(),
             counters: GraphqlCounters::default(),
         }
     }

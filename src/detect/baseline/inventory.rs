@@ -20,8 +20,8 @@ use super::InventoryConfig;
 use crate::alert::{AlertKind, Severity};
 use crate::baseline::profile::EndpointKey;
 use crate::common::Timestamp;
+use crate::detect::FastMap;
 use crate::detect::{Context, Detector, Finding};
-use std::collections::HashMap;
 
 /// What the inventory detector turned away.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -35,7 +35,7 @@ pub struct InventoryDetector {
     cfg: InventoryConfig,
     /// Capture time of the first call judged: profiles first seen before it were learned.
     learning_end: Option<Timestamp>,
-    new_calls: HashMap<EndpointKey, u32>,
+    new_calls: FastMap<EndpointKey, u32>,
     counters: InventoryCounters,
 }
 
@@ -44,7 +44,7 @@ impl InventoryDetector {
         InventoryDetector {
             cfg: cfg.clone(),
             learning_end: None,
-            new_calls: HashMap::new(),
+            new_calls: FastMap::default(),
             counters: InventoryCounters::default(),
         }
     }

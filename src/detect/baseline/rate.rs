@@ -27,8 +27,8 @@ use crate::alert::{AlertKind, Severity};
 use crate::baseline::profile::EndpointKey;
 use crate::baseline::sketch::{hash64, HourOfWeekRate};
 use crate::common::Timestamp;
+use crate::detect::FastMap;
 use crate::detect::{Context, Detector, Finding};
-use std::collections::HashMap;
 
 /// Slots per window.
 pub const SLOTS: usize = 12;
@@ -122,8 +122,8 @@ pub struct VolumeCounters {
 /// `volume_spike` per endpoint and per identified caller; see the module documentation.
 pub struct VolumeDetector {
     cfg: VolumeConfig,
-    endpoints: HashMap<EndpointKey, Ring<1>>,
-    callers: HashMap<String, Ring<1>>,
+    endpoints: FastMap<EndpointKey, Ring<1>>,
+    callers: FastMap<String, Ring<1>>,
     /// Capture time of the last sweep of idle caller windows: at most one sweep per window.
     last_sweep: Timestamp,
     counters: VolumeCounters,
@@ -133,8 +133,8 @@ impl VolumeDetector {
     pub fn new(cfg: &VolumeConfig) -> Self {
         VolumeDetector {
             cfg: cfg.clone(),
-            endpoints: HashMap::new(),
-            callers: HashMap::new(),
+            endpoints: FastMap::default(),
+            callers: FastMap::default(),
             last_sweep: Timestamp::ZERO,
             counters: VolumeCounters::default(),
         }
@@ -334,7 +334,7 @@ pub struct ErrorSpikeCounters {
 /// `error_spike` per endpoint; see the module documentation.
 pub struct ErrorSpikeDetector {
     cfg: ErrorSpikeConfig,
-    endpoints: HashMap<EndpointKey, Box<ErrorWindow>>,
+    endpoints: FastMap<EndpointKey, Box<ErrorWindow>>,
     counters: ErrorSpikeCounters,
 }
 
@@ -354,7 +354,7 @@ impl ErrorSpikeDetector {
     pub fn new(cfg: &ErrorSpikeConfig) -> Self {
         ErrorSpikeDetector {
             cfg: cfg.clone(),
-            endpoints: HashMap::new(),
+            endpoints: FastMap::default(),
             counters: ErrorSpikeCounters::default(),
         }
     }

@@ -17,9 +17,10 @@ use super::authz::contains_ci;
 use super::{ExcessiveDataConfig, MassAssignmentConfig};
 use crate::alert::{AlertKind, Severity};
 use crate::baseline::profile::{status_class, ProfileConfig, STATUS_CLASSES};
+use crate::detect::FastMap;
 use crate::detect::{Context, Detector, Finding};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Limits of one walk.
 struct Limits {
@@ -364,7 +365,7 @@ pub struct ExcessiveDataDetector {
     /// same set of key paths walks clean again (learned fields only grow), so it is neither
     /// parsed nor walked. Semantically transparent; bounded by [`MAX_MEMO_ENDPOINTS`] and
     /// [`MAX_MEMO_SKELETONS`].
-    clean: HashMap<u64, Vec<u64>>,
+    clean: FastMap<u64, Vec<u64>>,
     scratch: Vec<u64>,
 }
 
@@ -450,7 +451,7 @@ impl ExcessiveDataDetector {
             profile: ProfileConfig::default(),
             path: String::new(),
             counters: ExcessiveDataCounters::default(),
-            clean: HashMap::new(),
+            clean: FastMap::default(),
             scratch: Vec::new(),
         }
     }

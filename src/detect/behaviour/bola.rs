@@ -29,10 +29,11 @@ use crate::alert::{AlertKind, Severity};
 use crate::baseline::profile::EndpointProfile;
 use crate::detect::config::Problems;
 use crate::detect::rawjson::{self, Event};
+use crate::detect::FastMap;
 use crate::detect::{Context, Detector, Finding};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Raw object ids kept per window for the evidence.
 const SAMPLE_IDS: usize = 10;
@@ -183,7 +184,7 @@ const SHARED: u64 = 0;
 /// first out.
 #[derive(Debug, Default)]
 struct Owners {
-    map: HashMap<u64, (u64, bool)>,
+    map: FastMap<u64, (u64, bool)>,
     order: VecDeque<u64>,
 }
 
@@ -245,7 +246,7 @@ pub struct Bola {
     cfg: BolaConfig,
     windows: Table<u64, Window>,
     owners: Owners,
-    baselines: HashMap<u64, Baseline>,
+    baselines: FastMap<u64, Baseline>,
     counters: BolaCounters,
     /// Ids of the collection response being harvested (reused).
     ids: Vec<u64>,
@@ -257,7 +258,7 @@ impl Bola {
             cfg: cfg.clone(),
             windows: Table::default(),
             owners: Owners::default(),
-            baselines: HashMap::new(),
+            baselines: FastMap::default(),
             counters: BolaCounters::default(),
             ids: Vec::new(),
         }

@@ -25,8 +25,8 @@ mod scenarios;
 use super::config::Problems;
 use super::{Context, DetectEnv, DetectError, Detector};
 use crate::common::Timestamp;
+use crate::detect::FastMap;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 
@@ -269,7 +269,7 @@ impl RecentSet {
 /// away and [`Table::turned_away`] counts it.
 #[derive(Debug)]
 pub struct Table<K, V> {
-    map: HashMap<K, (u64, V)>,
+    map: FastMap<K, (u64, V)>,
     last_sweep: u64,
     turned_away: u64,
 }
@@ -277,7 +277,7 @@ pub struct Table<K, V> {
 impl<K: Hash + Eq, V: Default> Default for Table<K, V> {
     fn default() -> Self {
         Table {
-            map: HashMap::new(),
+            map: FastMap::default(),
             last_sweep: 0,
             turned_away: 0,
         }

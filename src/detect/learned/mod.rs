@@ -37,6 +37,7 @@ use super::{Context, Detector, Finding};
 use crate::alert::{AlertKind, Severity};
 use crate::baseline::profile::{EndpointKey, EndpointProfile};
 use crate::common::Timestamp;
+use crate::detect::FastMap;
 use crate::identity::Identity;
 use crate::model::learn::Prepared;
 use crate::model::store::{self, StoreError};
@@ -49,7 +50,7 @@ use features::{
 use gmm::{FitParams, Mixture, Scorer, MAX_DIM};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The learned models' file inside a model directory.
@@ -417,7 +418,7 @@ fn client_hash(identity: &Identity) -> u64 {
 
 /// Open caller windows, capped, swept once per window length of capture time.
 struct Windows {
-    open: HashMap<u64, Window>,
+    open: FastMap<u64, Window>,
     window_ns: u64,
     max_callers: usize,
     max_distinct: usize,
@@ -429,7 +430,7 @@ struct Windows {
 impl Windows {
     fn new(window_secs: u64, max_callers: usize, max_distinct: usize) -> Windows {
         Windows {
-            open: HashMap::new(),
+            open: FastMap::default(),
             window_ns: window_secs.saturating_mul(1_000_000_000).max(1),
             max_callers,
             max_distinct,
@@ -508,7 +509,7 @@ fn request_json(tx: &Transaction, max: usize) -> Option<Value> {
 pub struct Trainer {
     cfg: LearnedConfig,
     max_json_bytes: usize,
-    shapes: HashMap<EndpointKey, Reservoir>,
+    shapes: FastMap<EndpointKey, Reservoir>,
     windows: Windows,
     window_samples: Reservoir,
     scanner: ShapeScanner,
@@ -522,7 +523,7 @@ impl Trainer {
         let mut t = Trainer {
             cfg: l.clone(),
             max_json_bytes: cfg.max_json_bytes,
-            shapes: HashMap::new(),
+            shapes: FastMap::default(),
             windows: Windows::new(l.window_secs, l.max_callers, l.max_distinct_per_window),
             window_samples: Reservoir::default(),
             scanner: ShapeScanner::default(),
@@ -700,7 +701,7 @@ impl Scored {
 /// The learned detector; see the module documentation.
 pub struct LearnedDetector {
     cfg: LearnedConfig,
-    shapes: HashMap<EndpointKey, Scored>,
+    shapes: FastMap<EndpointKey, Scored>,
     callers: Option<Scored>,
     window_secs: u64,
     windows: Windows,
