@@ -447,14 +447,15 @@ impl DetectEngine {
             self.run_detectors(tx, req, &prepared);
         }
         let raised = !self.findings.is_empty();
-        let client = call_client(&prepared.identity);
         let mut guarded = raised;
         for f in self.findings.drain(..) {
             self.counters.findings = self.counters.findings.saturating_add(1);
             self.incidents.submit(f, out);
         }
-        if detecting && !guarded {
-            guarded = self.incidents.client_has_open(&client_key(&client));
+        if detecting && !guarded && self.incidents.open_count() > 0 {
+            guarded = self
+                .incidents
+                .client_has_open(&client_key(&call_client(&prepared.identity)));
         }
         if self.cfg.adapt || !detecting {
             if guarded {

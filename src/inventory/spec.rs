@@ -97,7 +97,79 @@ pub struct Spec {
     /// `openapi` or `swagger` version string.
     pub version: String,
     pub operations: Vec<SpecOperation>,
+    /// `operations` compiled for [`Spec::find`], in the same order; built by [`Spec::load`].
+    /// An index that does not match `operations` (changed after loading) is not used.
+    routes: Vec<Route>,
 }
+
+/// One operation's method and template, split once: `find` runs for every request.
+#[derive(Clone, Debug)]
+struct Route {
+    method: String,
+    segments: Vec<Segment>,
+    literals: usize,
+}
+
+/// One template segment.
+#[derive(Clone, Debug)]
+enum Segment {
+    /// `{id}`: any non-empty segment.
+    Param,
+    /// `{id}.json`, `v{n}`: the text around the parameter, and something between.
+    Mixed {
+        pre: String,
+        post: String,
+    },
+    Literal(String),
+}
+
+impl Route {
+    fn compile(op: &SpecOperation) -> Route {
+        let segments: Vec<Segment> = op
+            .path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|t| {
+                if t.starts_with('{') && t.ends_with('}') {
+                    Segment::Param
+                } else if let Some((pre, rest)) = t.split_once('{') {
+                    let post = rest.split_once('}').map(|(_, p)| p).unwrap_or("");
+                    Segment::Mixed {
+                        pre: pre.to_owned(),
+                        post: post.to_owned(),
+                    }
+                } else {
+                    Segment::Literal(t.to_owned())
+                }
+            })
+            .collect();
+        Route {
+            method: op.method.clone(),
+            literals: segments
+                .iter()
+                .filter(|s| matches!(s, Segment::Literal(_)))
+                .count(),
+            segments,
+        }
+    }
+
+    /// Whether the request path's segments (`segs`) fall under this template.
+    fn matches(&self, segs: &[&str]) -> bool {
+        self.segments.len() == segs.len()
+            && self.segments.iter().zip(segs).all(|(t, s)| match t {
+                Segment::Param => true,
+                Segment::Mixed { pre, post } => {
+                    s.starts_with(pre.as_str())
+                        && s.ends_with(post.as_str())
+                        && s.len() > pre.len() + post.len()
+                }
+                Segment::Literal(l) => l == s,
+            })
+    }
+}
+
+/// Request path segments split on the stack; longer paths take the uncompiled route.
+const MAX_FIND_SEGMENTS: usize = 32;
 
 impl Spec {
     /// Loads a spec file (YAML or JSON).
@@ -207,6 +279,7 @@ impl Spec {
                 .unwrap_or("")
                 .to_string(),
             version,
+            routes: operations.iter().map(Route::compile).collect(),
             operations,
         })
     }
@@ -226,6 +299,33 @@ impl Spec {
     /// Literal segments beat parameters when several templates match.
     pub fn find(&self, method: &str, path: &str) -> Option<&SpecOperation> {
         let path = path.split(['?', '#']).next().unwrap_or("");
+        let mut segs = [""; MAX_FIND_SEGMENTS];
+        let mut n = 0;
+        for seg in path.split('/').filter(|s| !s.is_empty()) {
+            match segs.get_mut(n) {
+                Some(slot) => *slot = seg,
+                None => return self.find_uncompiled(method, path),
+            }
+            n += 1;
+        }
+        if self.routes.len() != self.operations.len() {
+            return self.find_uncompiled(method, path);
+        }
+        let segs = segs.get(..n).unwrap_or(&[]);
+        let mut best: Option<(&SpecOperation, usize)> = None;
+        for (route, op) in self.routes.iter().zip(&self.operations) {
+            if route.method.eq_ignore_ascii_case(method)
+                && route.matches(segs)
+                && best.is_none_or(|(_, l)| route.literals > l)
+            {
+                best = Some((op, route.literals));
+            }
+        }
+        best.map(|(op, _)| op)
+    }
+
+    /// [`Spec::find`] without the compiled routes (very long paths, an index out of date).
+    fn find_uncompiled(&self, method: &str, path: &str) -> Option<&SpecOperation> {
         let mut best: Option<(&SpecOperation, usize)> = None;
         for op in &self.operations {
             if !op.method.eq_ignore_ascii_case(method) {
@@ -569,6 +669,31 @@ components:
         assert!(del.deprecated);
         assert_eq!(del.params[0].name, "petId");
         assert_eq!(del.params[0].location, ParamIn::Path);
+    }
+
+    proptest::proptest! {
+        /// The compiled routes find what matching each template against the path finds.
+        #[test]
+        fn compiled_routes_find_what_templates_find(
+            method in proptest::sample::select(vec!["GET", "get", "POST", "DELETE", "PUT"]),
+            segs in proptest::collection::vec(
+                proptest::sample::select(vec!["v1", "pets", "7", "x.json", ".json", "", "users"]),
+                0..40,
+            ),
+        ) {
+            let mut templated = Spec::parse(PETSTORE, "pets.yaml").unwrap();
+            for (m, t) in [("GET", "/v1/{doc}.json"), ("GET", "/v1/pets/{id}.json"), ("PUT", "/users/{id}")] {
+                let mut op = templated.operations[0].clone();
+                op.method = m.to_owned();
+                op.path = t.to_owned();
+                templated.routes.push(Route::compile(&op));
+                templated.operations.push(op);
+            }
+            let path = format!("/{}", segs.join("/"));
+            let a = templated.find(method, &path).map(|o| (&o.method, &o.path));
+            let b = templated.find_uncompiled(method, &path).map(|o| (&o.method, &o.path));
+            proptest::prop_assert_eq!(a, b);
+        }
     }
 
     #[test]
