@@ -32,7 +32,7 @@ const KEY_DERIVATION_LABEL: &[u8] = b"apitap identity pseudonym key v1";
 /// HMAC-SHA256 with a key of at most one block. Keys that short need no pre-hashing, and
 /// padding them ourselves lets us use the infallible `KeyInit::new` instead of a
 /// `new_from_slice` whose error case cannot happen but would still need handling.
-fn hmac_short_key(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(super) fn hmac_short_key(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut block = [0u8; BLOCK_BYTES];
     for (dst, src) in block.iter_mut().zip(key) {
         *dst = *src;
