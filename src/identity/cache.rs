@@ -17,7 +17,9 @@
 //!   dropped (counted as evictions) and the current one takes its place; a hit in the previous
 //!   generation moves the entry back into the current one. Eviction depends only on the order
 //!   of lookups, never on hash iteration order or wall time, and results never depend on it.
-//! - Shared across threads behind a mutex that is never held while deriving a value.
+//! - Shared across threads behind a mutex that is never held while deriving a value. A hit is
+//!   read in place under the mutex rather than cloned out: what a hit costs is mostly cache
+//!   misses on the entry, so it should touch as little memory as it can.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -43,33 +45,35 @@ pub struct CredentialCacheStats {
     pub evictions: u64,
 }
 
+/// The keys are already keyed hashes, uniformly spread: the maps need no second keyed hash,
+/// only a fast one, and fixed seeds keep them free of process randomness.
+type Map<V> = HashMap<u128, V, ahash::RandomState>;
+
+fn map<V>() -> Map<V> {
+    HashMap::with_hasher(ahash::RandomState::with_seeds(0, 0, 0, 0))
+}
+
 /// The two generations and the counters, guarded together by the mutex.
 #[derive(Debug)]
 struct Generations<V> {
-    current: HashMap<u128, V>,
-    previous: HashMap<u128, V>,
+    current: Map<V>,
+    previous: Map<V>,
     /// Entries per generation; 0 disables the cache.
     generation_cap: usize,
     stats: CredentialCacheStats,
 }
 
-impl<V: Clone> Generations<V> {
-    fn get(&mut self, key: u128) -> Option<V> {
-        if let Some(v) = self.current.get(&key) {
-            self.stats.hits = self.stats.hits.saturating_add(1);
-            return Some(v.clone());
-        }
-        match self.previous.remove(&key) {
-            Some(v) => {
-                self.stats.hits = self.stats.hits.saturating_add(1);
-                self.insert(key, v.clone());
-                Some(v)
-            }
-            None => {
+impl<V> Generations<V> {
+    fn get(&mut self, key: u128) -> Option<&V> {
+        if !self.current.contains_key(&key) {
+            let Some(v) = self.previous.remove(&key) else {
                 self.stats.misses = self.stats.misses.saturating_add(1);
-                None
-            }
+                return None;
+            };
+            self.insert(key, v);
         }
+        self.stats.hits = self.stats.hits.saturating_add(1);
+        self.current.get(&key)
     }
 
     fn insert(&mut self, key: u128, value: V) {
@@ -101,7 +105,7 @@ impl<V> std::fmt::Debug for CredentialCache<V> {
     }
 }
 
-impl<V: Clone> CredentialCache<V> {
+impl<V> CredentialCache<V> {
     /// A cache of at most `max_entries` entries (below 2 disables it), keyed with 64 bytes of
     /// secret seed material.
     pub(super) fn new(max_entries: usize, seeds: [u64; 8]) -> Self {
@@ -112,8 +116,8 @@ impl<V: Clone> CredentialCache<V> {
                 ahash::RandomState::with_seeds(b0, b1, b2, b3),
             ],
             inner: Mutex::new(Generations {
-                current: HashMap::new(),
-                previous: HashMap::new(),
+                current: map(),
+                previous: map(),
                 generation_cap: max_entries / 2,
                 stats: CredentialCacheStats::default(),
             }),
@@ -131,21 +135,24 @@ impl<V: Clone> CredentialCache<V> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The value remembered for `raw` as a `kind` credential, or `derive()` remembered.
-    /// `derive` must depend on nothing but `kind`, `raw` and fixed configuration.
-    pub(super) fn get_or_derive(
+    /// `read` applied to the value remembered for `raw` as a `kind` credential, or else to
+    /// `derive()`, which is then remembered. `derive` must depend on nothing but `kind`, `raw`
+    /// and fixed configuration. On a hit `read` runs under the mutex, so it should only copy.
+    pub(super) fn read_or_derive<R>(
         &self,
         kind: Credential,
         raw: &[u8],
         derive: impl FnOnce() -> V,
-    ) -> V {
+        read: impl FnOnce(&V) -> R,
+    ) -> R {
         let key = self.key(kind, raw);
         if let Some(v) = self.lock().get(key) {
-            return v;
+            return read(v);
         }
         let v = derive();
-        self.lock().insert(key, v.clone());
-        v
+        let r = read(&v);
+        self.lock().insert(key, v);
+        r
     }
 
     pub(super) fn stats(&self) -> CredentialCacheStats {
@@ -170,10 +177,15 @@ mod tests {
     /// Looks `raw` up, deriving its length; returns the value and whether it was derived.
     fn lookup(c: &CredentialCache<usize>, kind: Credential, raw: &[u8]) -> (usize, bool) {
         let derived = Cell::new(false);
-        let v = c.get_or_derive(kind, raw, || {
-            derived.set(true);
-            raw.len()
-        });
+        let v = c.read_or_derive(
+            kind,
+            raw,
+            || {
+                derived.set(true);
+                raw.len()
+            },
+            |v| *v,
+        );
         (v, derived.get())
     }
 
@@ -240,7 +252,7 @@ mod tests {
             for (kind, n) in ops {
                 let raw = vec![n; usize::from(n)];
                 let kind = kinds[usize::from(kind)];
-                let got = c.get_or_derive(kind, &raw, || usize::from(n) * 10 + kind as usize);
+                let got = c.read_or_derive(kind, &raw, || usize::from(n) * 10 + kind as usize, |v| *v);
                 prop_assert_eq!(got, usize::from(n) * 10 + kind as usize);
                 prop_assert!(c.len() <= max / 2 * 2);
             }

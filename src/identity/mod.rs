@@ -21,6 +21,7 @@
 
 mod cache;
 mod credentials;
+mod facts;
 mod forwarded;
 mod jwt;
 mod pseudonym;
@@ -31,14 +32,13 @@ mod tests;
 pub use cache::CredentialCacheStats;
 pub use pseudonym::{Pseudonym, Pseudonymizer};
 
-use crate::common::Timestamp;
 use crate::transaction::{Request, Transaction};
 use cache::{Credential, CredentialCache};
 use credentials::Authorization;
+use facts::{BearerFacts, Derived};
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 /// Pseudonym namespaces. Users share one so a person seen through a JWT `sub` and a Basic user
 /// of the same name correlate; the others are credentials, not people.
@@ -426,34 +426,6 @@ struct Found {
     subject: Option<Pseudonym>,
 }
 
-/// What one credential yields regardless of when it is seen: the credential cache's value.
-#[derive(Clone)]
-enum Derived {
-    /// The pseudonym of a Basic user, API key or session cookie; `None` for Basic credentials
-    /// that name no user.
-    Pseudonym(Option<Pseudonym>),
-    /// The facts of a bearer token, shared so a hit copies only what the identity keeps.
-    Bearer(Arc<BearerFacts>),
-}
-
-/// A bearer token's time-independent facts; [`IdentityExtractor::apply_bearer`] adds the
-/// judgement of its validity period at each request's packet time.
-struct BearerFacts {
-    scheme: AuthScheme,
-    subject: Pseudonym,
-    jwt: Option<JwtFacts>,
-    /// Anomalies in the order raised; the time checks' ones go at `time_checks_at`.
-    raised: Vec<IdentityAnomaly>,
-    time_checks_at: usize,
-}
-
-struct JwtFacts {
-    /// With `expired` and `not_yet_valid` false.
-    info: JwtInfo,
-    roles: Vec<String>,
-    tenant: Option<Pseudonym>,
-}
-
 impl IdentityExtractor {
     /// Validates `cfg` and derives the pseudonym key from `secret` (at least
     /// [`MIN_SECRET_BYTES`]).
@@ -550,15 +522,26 @@ impl IdentityExtractor {
         match first_auth.map(credentials::parse_authorization) {
             None => {}
             Some(Authorization::Bearer(token)) => {
-                let facts = match self.cache.get_or_derive(Credential::Bearer, token, || {
-                    Derived::Bearer(Arc::new(self.bearer(token)))
-                }) {
-                    Derived::Bearer(facts) => facts,
-                    // Bearer tokens only derive `Bearer` and the kind is part of the key; were
-                    // two keys ever to collide, deriving afresh still gives the right answer.
-                    Derived::Pseudonym(_) => Arc::new(self.bearer(token)),
+                let (leeway, now) = (self.cfg.jwt_leeway_secs, tx.ts());
+                let mut apply = |facts: &BearerFacts| {
+                    let (scheme, subject) = facts.apply(leeway, now, identity, raised);
+                    Found {
+                        scheme,
+                        subject: Some(subject),
+                    }
                 };
-                bearer = Some(self.apply_bearer(&facts, tx.ts(), identity, raised));
+                let found = self.cache.read_or_derive(
+                    Credential::Bearer,
+                    token,
+                    || Derived::Bearer(Box::new(self.bearer(token))),
+                    |derived| match derived {
+                        Derived::Bearer(facts) => Ok(apply(facts)),
+                        Derived::Pseudonym(_) => Err(()),
+                    },
+                );
+                // Only bearer tokens derive `Bearer` and the kind is part of the key; were two
+                // keys ever to collide, deriving afresh still gives the right answer.
+                bearer = Some(found.unwrap_or_else(|()| apply(&self.bearer(token))));
             }
             Some(Authorization::Basic(b64)) => {
                 let user = self.pseudonym_of(Credential::Basic, b64, || {
@@ -624,30 +607,26 @@ impl IdentityExtractor {
         raw: &[u8],
         derive: impl Fn() -> Option<Pseudonym>,
     ) -> Option<Pseudonym> {
-        match self
-            .cache
-            .get_or_derive(kind, raw, || Derived::Pseudonym(derive()))
-        {
-            Derived::Pseudonym(p) => p,
+        self.cache
+            .read_or_derive(
+                kind,
+                raw,
+                || Derived::Pseudonym(derive()),
+                |derived| match derived {
+                    Derived::Pseudonym(p) => Ok(p.clone()),
+                    Derived::Bearer(_) => Err(()),
+                },
+            )
             // Only a bearer token derives `Bearer`, and the kind is part of the key; were two
             // keys ever to collide, deriving afresh still gives the right answer.
-            Derived::Bearer(_) => derive(),
-        }
+            .unwrap_or_else(|()| derive())
     }
 
     /// Decodes a bearer token as a JWT when it is one, and pseudonymises what names the caller
     /// and tenant: everything about the token that does not depend on when it is seen.
     fn bearer(&self, token: &[u8]) -> BearerFacts {
-        let opaque = |anomaly: Option<IdentityAnomaly>| {
-            let raised: Vec<IdentityAnomaly> = anomaly.into_iter().collect();
-            BearerFacts {
-                scheme: AuthScheme::BearerOpaque,
-                subject: self.pseudo.pseudonym(KIND_TOKEN, token),
-                jwt: None,
-                time_checks_at: raised.len(),
-                raised,
-            }
-        };
+        let opaque =
+            |anomaly| BearerFacts::opaque(&self.pseudo.pseudonym(KIND_TOKEN, token), anomaly);
         if token.len() > self.cfg.max_jwt_bytes {
             return opaque(Some(IdentityAnomaly::JwtTooLong));
         }
@@ -657,8 +636,8 @@ impl IdentityExtractor {
             jwt::Token::Undecodable => opaque(Some(IdentityAnomaly::JwtUndecodable)),
             jwt::Token::Jws(jws) => {
                 let mut claims = jwt::inspect(&jws, &self.cfg);
-                let subject = match claims.subject {
-                    Some(sub) => self.pseudo.pseudonym(KIND_USER, &sub),
+                let subject = match &claims.subject {
+                    Some(sub) => self.pseudo.pseudonym(KIND_USER, sub),
                     None => {
                         // Client-credential tokens often carry no subject; the token still
                         // names one caller for as long as it lives.
@@ -666,46 +645,12 @@ impl IdentityExtractor {
                         self.pseudo.pseudonym(KIND_TOKEN, token)
                     }
                 };
-                BearerFacts {
-                    scheme: AuthScheme::BearerJwt,
-                    subject,
-                    jwt: Some(JwtFacts {
-                        info: claims.info,
-                        roles: claims.roles,
-                        tenant: claims
-                            .tenant
-                            .map(|t| self.pseudo.pseudonym(KIND_TENANT, &t)),
-                    }),
-                    raised: claims.raised,
-                    time_checks_at: claims.time_checks_at,
-                }
+                let tenant = claims
+                    .tenant
+                    .as_ref()
+                    .map(|t| self.pseudo.pseudonym(KIND_TENANT, t));
+                BearerFacts::jwt(&subject, tenant.as_ref(), claims)
             }
-        }
-    }
-
-    /// Fills `jwt`, `roles` and `tenant` from a bearer token's facts, judging its validity
-    /// period at `now`, and raises its anomalies in the order a single pass would have.
-    fn apply_bearer(
-        &self,
-        facts: &BearerFacts,
-        now: Timestamp,
-        identity: &mut Identity,
-        raised: &mut Vec<IdentityAnomaly>,
-    ) -> Found {
-        let at = facts.time_checks_at.min(facts.raised.len());
-        let (before, after) = facts.raised.split_at(at);
-        raised.extend_from_slice(before);
-        if let Some(j) = &facts.jwt {
-            let mut info = j.info.clone();
-            jwt::judge_time(&mut info, self.cfg.jwt_leeway_secs, now, raised);
-            identity.jwt = Some(info);
-            identity.roles = j.roles.clone();
-            identity.tenant = j.tenant.clone();
-        }
-        raised.extend_from_slice(after);
-        Found {
-            scheme: facts.scheme,
-            subject: Some(facts.subject.clone()),
         }
     }
 

@@ -91,6 +91,12 @@ impl Pseudonym {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Rebuilds a pseudonym from its text, as the credential cache keeps it. Only text that
+    /// came from [`Pseudonym::as_str`] may be given: this is not a way to name anyone.
+    pub(super) fn from_text(text: &str) -> Pseudonym {
+        Pseudonym(text.to_owned())
+    }
 }
 
 impl fmt::Display for Pseudonym {
