@@ -524,24 +524,26 @@ impl IdentityExtractor {
             Some(Authorization::Bearer(token)) => {
                 let (leeway, now) = (self.cfg.jwt_leeway_secs, tx.ts());
                 let mut apply = |facts: &BearerFacts| {
-                    let (scheme, subject) = facts.apply(leeway, now, identity, raised);
-                    Found {
-                        scheme,
-                        subject: Some(subject),
-                    }
+                    facts
+                        .apply(leeway, now, identity, raised)
+                        .map(|(scheme, subject)| Found {
+                            scheme,
+                            subject: Some(subject),
+                        })
                 };
                 let found = self.cache.read_or_derive(
                     Credential::Bearer,
                     token,
-                    || Derived::Bearer(Box::new(self.bearer(token))),
+                    || Derived::Bearer(self.bearer(token)),
                     |derived| match derived {
-                        Derived::Bearer(facts) => Ok(apply(facts)),
-                        Derived::Pseudonym(_) => Err(()),
+                        Derived::Bearer(facts) => apply(facts),
+                        Derived::Pseudonym(_) => None,
                     },
                 );
                 // Only bearer tokens derive `Bearer` and the kind is part of the key; were two
-                // keys ever to collide, deriving afresh still gives the right answer.
-                bearer = Some(found.unwrap_or_else(|()| apply(&self.bearer(token))));
+                // keys ever to collide, deriving afresh still gives the right answer, and a
+                // freshly packed buffer always reads back.
+                bearer = found.or_else(|| apply(&self.bearer(token)));
             }
             Some(Authorization::Basic(b64)) => {
                 let user = self.pseudonym_of(Credential::Basic, b64, || {
