@@ -77,39 +77,90 @@ pub(super) fn with_basic_user<R>(b64: &[u8], use_user: impl FnOnce(&[u8]) -> R) 
     result
 }
 
+/// The best-ranked candidate seen in one pass over a message's fields: the lowest index into
+/// the configured names wins, then the earliest candidate. That is what looking for each name
+/// in turn would find, in one pass instead of one per name (this runs on every request).
+struct FirstByRank<'a, T> {
+    names: &'a [String],
+    best: Option<(usize, T)>,
+}
+
+impl<'a, T> FirstByRank<'a, T> {
+    fn new(names: &'a [String]) -> Self {
+        FirstByRank { names, best: None }
+    }
+
+    /// Offers `value` under field name `name`; only names ranked before the best so far can
+    /// replace it.
+    fn offer(&mut self, name: &[u8], value: T) {
+        let limit = self
+            .best
+            .as_ref()
+            .map_or(self.names.len(), |(rank, _)| *rank);
+        let rank = self.names.get(..limit).and_then(|ahead| {
+            ahead
+                .iter()
+                .position(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+        });
+        if let Some(rank) = rank {
+            self.best = Some((rank, value));
+        }
+    }
+
+    /// Nothing can beat the best so far.
+    fn settled(&self) -> bool {
+        matches!(self.best, Some((0, _)))
+    }
+
+    fn into_best(self) -> Option<T> {
+        self.best.map(|(_, v)| v)
+    }
+}
+
 /// The value of the first configured session cookie present (configuration order wins over
 /// header order), from all `Cookie` headers (RFC 6265 `name=value; name2=value2`). Names are
 /// matched ASCII case-insensitively because frameworks differ in case (`JSESSIONID`,
 /// `jsessionid`); surrounding double quotes are removed from values; empty values are skipped.
 pub(super) fn find_cookie<'a>(headers: &'a Headers, names: &[String]) -> Option<&'a [u8]> {
-    names.iter().find_map(|wanted| {
-        headers
-            .get_all("cookie")
-            .flat_map(|h| h.split(|b| *b == b';'))
-            .find_map(|pair| {
-                let eq = pair.iter().position(|b| *b == b'=')?;
-                let (name, value) = (pair.get(..eq)?, pair.get(eq + 1..)?);
-                if !name.trim_ascii().eq_ignore_ascii_case(wanted.as_bytes()) {
-                    return None;
-                }
-                let value = value.trim_ascii();
-                let value = value
-                    .strip_prefix(b"\"")
-                    .and_then(|v| v.strip_suffix(b"\""))
-                    .unwrap_or(value);
-                (!value.is_empty()).then_some(value)
-            })
-    })
+    let mut found = FirstByRank::new(names);
+    for pair in headers
+        .get_all("cookie")
+        .flat_map(|h| h.split(|b| *b == b';'))
+    {
+        let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+            continue;
+        };
+        let (Some(name), Some(value)) = (pair.get(..eq), pair.get(eq + 1..)) else {
+            continue;
+        };
+        let value = value.trim_ascii();
+        let value = value
+            .strip_prefix(b"\"")
+            .and_then(|v| v.strip_suffix(b"\""))
+            .unwrap_or(value);
+        if !value.is_empty() {
+            found.offer(name.trim_ascii(), value);
+            if found.settled() {
+                break;
+            }
+        }
+    }
+    found.into_best()
 }
 
 /// The first header among `names` (configuration order) with a non-empty value.
-pub(super) fn find_header<'a>(headers: &'a Headers, names: &'a [String]) -> Option<&'a [u8]> {
-    names.iter().find_map(|n| {
-        headers
-            .get_all(n)
-            .map(<[u8]>::trim_ascii)
-            .find(|v| !v.is_empty())
-    })
+pub(super) fn find_header<'a>(headers: &'a Headers, names: &[String]) -> Option<&'a [u8]> {
+    let mut found = FirstByRank::new(names);
+    for (name, value) in headers.iter() {
+        let value = value.trim_ascii();
+        if !value.is_empty() {
+            found.offer(name, value);
+            if found.settled() {
+                break;
+            }
+        }
+    }
+    found.into_best()
 }
 
 /// The percent-decoded value of the first configured query parameter present with a non-empty
@@ -120,17 +171,25 @@ pub(super) fn find_query_param(uri: &str, names: &[String]) -> Option<Vec<u8>> {
     let without_fragment = uri.split_once('#').map_or(uri, |(u, _)| u);
     let query = without_fragment.split_once('?')?.1;
     let mut name_buf = Vec::new();
-    names.iter().find_map(|wanted| {
-        query.split('&').find_map(|pair| {
-            let (name, value) = pair.split_once('=')?;
+    let mut found = FirstByRank::new(names);
+    for pair in query.split('&') {
+        // Decoding never empties a non-empty value (every input byte yields an output byte),
+        // so empty values can be skipped before decoding.
+        let Some((name, value)) = pair.split_once('=') else {
+            continue;
+        };
+        if !value.is_empty() {
             percent_decode_into(name.as_bytes(), &mut name_buf);
-            if !name_buf.eq_ignore_ascii_case(wanted.as_bytes()) {
-                return None;
+            found.offer(&name_buf, value);
+            if found.settled() {
+                break;
             }
-            let mut decoded = Vec::with_capacity(value.len());
-            percent_decode_into(value.as_bytes(), &mut decoded);
-            (!decoded.is_empty()).then_some(decoded)
-        })
+        }
+    }
+    found.into_best().map(|value| {
+        let mut decoded = Vec::with_capacity(value.len());
+        percent_decode_into(value.as_bytes(), &mut decoded);
+        decoded
     })
 }
 
@@ -261,6 +320,64 @@ mod tests {
         for (uri, want) in cases {
             assert_eq!(find_query_param(uri, &names).as_deref(), *want, "{uri}");
         }
+    }
+
+    /// The one-pass searches against the obvious one-search-per-name ones, on small random
+    /// fields drawn from few names so that repeats, case variants and empty values are common.
+    #[test]
+    fn one_pass_searches_match_per_name_search() {
+        use proptest::prelude::*;
+        let field = || "(a|A|b|key|Key|x)(=| = |)(|v|w|\"\"|\"q\"|%41|\\+)";
+        proptest!(|(names in proptest::collection::vec("(a|b|key|KEY)", 0..4),
+                    fields in proptest::collection::vec(field(), 0..6))| {
+            let names: Vec<String> = names;
+            let mut h = Headers::new();
+            let mut cookie = Vec::new();
+            for f in &fields {
+                let (n, v) = f.split_once('=').unwrap_or((f, ""));
+                h.push(n.trim().as_bytes(), v.as_bytes());
+                cookie.push(f.as_str());
+            }
+            h.push(b"Cookie", cookie.join("; ").as_bytes());
+            let query = format!("/p?{}", fields.join("&"));
+
+            let want_header = names.iter().find_map(|n| {
+                h.get_all(n).map(<[u8]>::trim_ascii).find(|v| !v.is_empty())
+            });
+            prop_assert_eq!(find_header(&h, &names), want_header);
+
+            let want_cookie = names.iter().find_map(|wanted| {
+                h.get_all("cookie").flat_map(|c| c.split(|b| *b == b';')).find_map(|pair| {
+                    let eq = pair.iter().position(|b| *b == b'=')?;
+                    let (name, value) = (pair.get(..eq)?, pair.get(eq + 1..)?);
+                    if !name.trim_ascii().eq_ignore_ascii_case(wanted.as_bytes()) {
+                        return None;
+                    }
+                    let value = value.trim_ascii();
+                    let value = value
+                        .strip_prefix(b"\"")
+                        .and_then(|v| v.strip_suffix(b"\""))
+                        .unwrap_or(value);
+                    (!value.is_empty()).then_some(value)
+                })
+            });
+            prop_assert_eq!(find_cookie(&h, &names), want_cookie);
+
+            let mut name_buf = Vec::new();
+            let want_query = names.iter().find_map(|wanted| {
+                query.split_once('?')?.1.split('&').find_map(|pair| {
+                    let (name, value) = pair.split_once('=')?;
+                    percent_decode_into(name.as_bytes(), &mut name_buf);
+                    if !name_buf.eq_ignore_ascii_case(wanted.as_bytes()) {
+                        return None;
+                    }
+                    let mut decoded = Vec::new();
+                    percent_decode_into(value.as_bytes(), &mut decoded);
+                    (!decoded.is_empty()).then_some(decoded)
+                })
+            });
+            prop_assert_eq!(find_query_param(&query, &names), want_query);
+        });
     }
 
     #[test]

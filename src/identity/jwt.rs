@@ -48,15 +48,23 @@ pub(super) struct Jws {
     signature_empty: bool,
 }
 
-/// The identity-relevant facts read from one JWS.
+/// The identity-relevant facts read from one JWS, none of which depend on when it is seen: the
+/// same token always yields the same `Claims`, so they can be remembered per token and only
+/// [`judge_time`] run again for each request.
 #[derive(Debug)]
 pub(super) struct Claims {
+    /// `expired` and `not_yet_valid` are always false here; [`judge_time`] sets them.
     pub info: JwtInfo,
     /// The raw subject value (string contents, or the number's JSON text), to be pseudonymised.
     pub subject: Option<Vec<u8>>,
     /// The raw tenant value, to be pseudonymised.
     pub tenant: Option<Vec<u8>>,
     pub roles: Vec<String>,
+    /// Anomalies in the order raised. The time checks' anomalies belong between
+    /// `raised[..time_checks_at]` and the rest, which keeps the order of `Identity::flags`
+    /// what it was when all checks ran in one pass.
+    pub raised: Vec<IdentityAnomaly>,
+    pub time_checks_at: usize,
 }
 
 fn is_b64url_segment(s: &[u8]) -> bool {
@@ -219,40 +227,28 @@ fn roles(
     out
 }
 
-/// Reads header and claims of a decoded JWS; `now` is the packet time of the request.
-pub(super) fn inspect(
-    jws: &Jws,
-    cfg: &IdentityConfig,
-    now: Timestamp,
-    raised: &mut Vec<IdentityAnomaly>,
-) -> Claims {
-    let alg = text_field(&jws.header, "alg", cfg.max_claim_bytes, raised);
+/// Reads header and claims of a decoded JWS: everything but the judgement of `exp` and `nbf`
+/// against packet time, which is [`judge_time`]'s.
+pub(super) fn inspect(jws: &Jws, cfg: &IdentityConfig) -> Claims {
+    let mut raised = Vec::new();
+    let alg = text_field(&jws.header, "alg", cfg.max_claim_bytes, &mut raised);
     let alg_none = alg
         .as_deref()
         .is_some_and(|a| a.eq_ignore_ascii_case("none"));
     let mut aud = Vec::new();
     match jws.claims.get("aud") {
-        Some(Value::String(s)) => aud.push(bounded(s, cfg.max_claim_bytes, raised)),
+        Some(Value::String(s)) => aud.push(bounded(s, cfg.max_claim_bytes, &mut raised)),
         Some(Value::Array(items)) => {
             for s in items.iter().filter_map(Value::as_str) {
                 if aud.len() >= cfg.max_audiences {
                     raised.push(IdentityAnomaly::JwtClaimTruncated);
                     break;
                 }
-                aud.push(bounded(s, cfg.max_claim_bytes, raised));
+                aud.push(bounded(s, cfg.max_claim_bytes, &mut raised));
             }
         }
         _ => {}
     }
-    let exp = jws.claims.get("exp").and_then(numeric_date);
-    let nbf = jws.claims.get("nbf").and_then(numeric_date);
-    let iat = jws.claims.get("iat").and_then(numeric_date);
-    // Packet seconds fit in i64 until year 292e9; saturate rather than trust that.
-    let now_secs = i64::try_from(now.secs()).unwrap_or(i64::MAX);
-    let leeway = i64::try_from(cfg.jwt_leeway_secs).unwrap_or(i64::MAX);
-    // RFC 7519 4.1.4: the token must not be accepted on or after `exp`.
-    let expired = exp.is_some_and(|e| now_secs >= e.saturating_add(leeway));
-    let not_yet_valid = nbf.is_some_and(|n| now_secs < n.saturating_sub(leeway));
     let unsigned = jws.signature_empty;
     if alg_none {
         raised.push(IdentityAnomaly::JwtAlgNone);
@@ -260,30 +256,54 @@ pub(super) fn inspect(
     if unsigned {
         raised.push(IdentityAnomaly::JwtUnsigned);
     }
-    if expired {
-        raised.push(IdentityAnomaly::JwtExpired);
-    }
-    if not_yet_valid {
-        raised.push(IdentityAnomaly::JwtNotYetValid);
-    }
+    let time_checks_at = raised.len();
     let info = JwtInfo {
         alg,
-        typ: text_field(&jws.header, "typ", cfg.max_claim_bytes, raised),
-        iss: text_field(&jws.claims, "iss", cfg.max_claim_bytes, raised),
+        typ: text_field(&jws.header, "typ", cfg.max_claim_bytes, &mut raised),
+        iss: text_field(&jws.claims, "iss", cfg.max_claim_bytes, &mut raised),
         aud,
-        exp,
-        iat,
-        nbf,
+        exp: jws.claims.get("exp").and_then(numeric_date),
+        iat: jws.claims.get("iat").and_then(numeric_date),
+        nbf: jws.claims.get("nbf").and_then(numeric_date),
         alg_none,
         unsigned,
-        expired,
-        not_yet_valid,
+        expired: false,
+        not_yet_valid: false,
     };
+    let roles = roles(&jws.claims, cfg, &mut raised);
     Claims {
         info,
         subject: first_identifier(&jws.claims, &cfg.jwt_subject_claims),
         tenant: first_identifier(&jws.claims, &cfg.jwt_tenant_claims),
-        roles: roles(&jws.claims, cfg, raised),
+        roles,
+        raised,
+        time_checks_at,
+    }
+}
+
+/// Judges `info.exp` and `info.nbf` against `now`, the packet time of the request, allowing
+/// `leeway_secs` of clock skew; sets `expired` and `not_yet_valid` and raises their anomalies.
+pub(super) fn judge_time(
+    info: &mut JwtInfo,
+    leeway_secs: u64,
+    now: Timestamp,
+    raised: &mut Vec<IdentityAnomaly>,
+) {
+    // Packet seconds fit in i64 until year 292e9; saturate rather than trust that.
+    let now_secs = i64::try_from(now.secs()).unwrap_or(i64::MAX);
+    let leeway = i64::try_from(leeway_secs).unwrap_or(i64::MAX);
+    // RFC 7519 4.1.4: the token must not be accepted on or after `exp`.
+    info.expired = info
+        .exp
+        .is_some_and(|e| now_secs >= e.saturating_add(leeway));
+    info.not_yet_valid = info
+        .nbf
+        .is_some_and(|n| now_secs < n.saturating_sub(leeway));
+    if info.expired {
+        raised.push(IdentityAnomaly::JwtExpired);
+    }
+    if info.not_yet_valid {
+        raised.push(IdentityAnomaly::JwtNotYetValid);
     }
 }
 
@@ -343,13 +363,12 @@ mod tests {
         let Token::Jws(jws) = classify(token.as_bytes()) else {
             panic!("not a JWS: {claims}");
         };
-        let mut raised = Vec::new();
-        let c = inspect(
-            &jws,
-            cfg,
-            Timestamp::from_secs_nanos(now as i64, 0),
-            &mut raised,
-        );
+        let mut c = inspect(&jws, cfg);
+        let (before, after) = c.raised.split_at(c.time_checks_at);
+        let mut raised = before.to_vec();
+        let now = Timestamp::from_secs_nanos(now as i64, 0);
+        judge_time(&mut c.info, cfg.jwt_leeway_secs, now, &mut raised);
+        raised.extend_from_slice(after);
         (c, raised)
     }
 

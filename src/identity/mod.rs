@@ -14,8 +14,14 @@
 //! - Pure: no I/O, no clock (expiry is judged against the request's packet time), no threads.
 //! - Input-driven paths never panic and allocate only in proportion to the request, under the
 //!   limits in [`IdentityConfig`]; hitting a limit raises an [`IdentityAnomaly`] and counts it.
+//! - What a credential yields regardless of time (pseudonyms, decoded JWT facts and their
+//!   anomalies) is remembered in a bounded cache keyed by a keyed hash of the credential
+//!   (`max_cached_credentials`); what depends on packet time is judged afresh on every request,
+//!   so an identity is the same whether its credential was cached or not.
 
+mod cache;
 mod credentials;
+mod facts;
 mod forwarded;
 mod jwt;
 mod pseudonym;
@@ -23,10 +29,13 @@ mod pseudonym;
 #[cfg(test)]
 mod tests;
 
+pub use cache::CredentialCacheStats;
 pub use pseudonym::{Pseudonym, Pseudonymizer};
 
 use crate::transaction::{Request, Transaction};
+use cache::{Credential, CredentialCache};
 use credentials::Authorization;
+use facts::{BearerFacts, Derived};
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +51,13 @@ const KIND_TENANT: &str = "o";
 /// Shortest accepted pseudonym secret. Shorter secrets make pseudonyms of short user names
 /// guessable by trying secrets.
 pub const MIN_SECRET_BYTES: usize = 16;
+
+/// Domain-separation labels for deriving the credential cache's hash seeds from the deployment
+/// secret, independent of the pseudonym key.
+const CACHE_SEED_LABELS: [&[u8]; 2] = [
+    b"apitap identity credential cache seed a v1",
+    b"apitap identity credential cache seed b v1",
+];
 
 /// Settings for identity extraction (`[identity]` in the config file).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -87,6 +103,13 @@ pub struct IdentityConfig {
     /// Clock skew allowed when judging `exp` and `nbf` against packet time, as most token
     /// validators allow some; without it tokens at the edge of validity would be flagged.
     pub jwt_leeway_secs: u64,
+    /// Credentials (bearer tokens, Basic credentials, API keys, session cookies) whose derived
+    /// identity facts are remembered, so a repeated credential is not decoded and pseudonymised
+    /// again. Entries are keyed by a keyed hash, never by the credential; each holds at most the
+    /// capped JWT facts (`max_claim_bytes`, `max_roles`...), typically a few hundred bytes.
+    /// When full, the older half is dropped (counted as evictions). Below 2 disables the cache;
+    /// results are the same either way, only slower.
+    pub max_cached_credentials: usize,
 }
 
 impl Default for IdentityConfig {
@@ -114,6 +137,7 @@ impl Default for IdentityConfig {
             max_audiences: 8,
             max_forwarded_hops: 16,
             jwt_leeway_secs: 60,
+            max_cached_credentials: 16_384,
         }
     }
 }
@@ -377,12 +401,14 @@ pub struct Identity {
     pub flags: Vec<&'static str>,
 }
 
-/// Extracts identities from transactions. Shareable across threads; counters are atomics.
+/// Extracts identities from transactions. Shareable across threads; counters are atomics and
+/// the credential cache is behind a mutex.
 pub struct IdentityExtractor {
     cfg: IdentityConfig,
     trusted: Vec<IpNet>,
     pseudo: Pseudonymizer,
     anomaly_counts: [AtomicU64; IdentityAnomaly::ALL.len()],
+    cache: CredentialCache<Derived>,
 }
 
 impl std::fmt::Debug for IdentityExtractor {
@@ -411,12 +437,29 @@ impl IdentityExtractor {
                 min: MIN_SECRET_BYTES,
             });
         }
+        let mut seeds = [0u64; 8];
+        let seed_bytes = CACHE_SEED_LABELS.map(|label| pseudonym::hmac_short_key(label, &[secret]));
+        for (seed, chunk) in seeds
+            .iter_mut()
+            .zip(seed_bytes.iter().flat_map(|b| b.chunks_exact(8)))
+        {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            *seed = u64::from_le_bytes(word);
+        }
         Ok(IdentityExtractor {
             cfg: cfg.clone(),
             trusted,
             pseudo: Pseudonymizer::new(secret),
             anomaly_counts: Default::default(),
+            cache: CredentialCache::new(cfg.max_cached_credentials, seeds),
         })
+    }
+
+    /// Hits, misses and evictions of the credential cache so far; meant for export as
+    /// `apitap_identity_credential_cache_{hits,misses,evictions}_total`.
+    pub fn credential_cache_stats(&self) -> CredentialCacheStats {
+        self.cache.stats()
     }
 
     /// How many requests raised `anomaly` so far; meant for export as
@@ -479,13 +522,36 @@ impl IdentityExtractor {
         match first_auth.map(credentials::parse_authorization) {
             None => {}
             Some(Authorization::Bearer(token)) => {
-                bearer = Some(self.bearer(token, tx, identity, raised));
+                let (leeway, now) = (self.cfg.jwt_leeway_secs, tx.ts());
+                let mut apply = |facts: &BearerFacts| {
+                    facts
+                        .apply(leeway, now, identity, raised)
+                        .map(|(scheme, subject)| Found {
+                            scheme,
+                            subject: Some(subject),
+                        })
+                };
+                let found = self.cache.read_or_derive(
+                    Credential::Bearer,
+                    token,
+                    || Derived::Bearer(self.bearer(token)),
+                    |derived| match derived {
+                        Derived::Bearer(facts) => apply(facts),
+                        Derived::Pseudonym(_) => None,
+                    },
+                );
+                // Only bearer tokens derive `Bearer` and the kind is part of the key; were two
+                // keys ever to collide, deriving afresh still gives the right answer, and a
+                // freshly packed buffer always reads back.
+                bearer = found.or_else(|| apply(&self.bearer(token)));
             }
             Some(Authorization::Basic(b64)) => {
-                let user = credentials::with_basic_user(b64, |user| {
-                    (!user.is_empty()).then(|| self.pseudo.pseudonym(KIND_USER, user))
-                })
-                .flatten();
+                let user = self.pseudonym_of(Credential::Basic, b64, || {
+                    credentials::with_basic_user(b64, |user| {
+                        (!user.is_empty()).then(|| self.pseudo.pseudonym(KIND_USER, user))
+                    })
+                    .flatten()
+                });
                 if user.is_none() {
                     raised.push(IdentityAnomaly::BasicMalformed);
                 }
@@ -499,14 +565,18 @@ impl IdentityExtractor {
             Some(Authorization::Malformed) => raised.push(IdentityAnomaly::AuthorizationMalformed),
         }
 
+        let api_key_pseudonym = |key: &[u8]| {
+            self.pseudonym_of(Credential::ApiKey, key, || {
+                Some(self.pseudo.pseudonym(KIND_API_KEY, key))
+            })
+        };
         let api_key = match credentials::find_header(&req.headers, &self.cfg.api_key_headers) {
-            Some(key) => Some(self.pseudo.pseudonym(KIND_API_KEY, key)),
-            None => {
-                credentials::find_query_param(&req.uri, &self.cfg.api_key_query_params).map(|key| {
+            Some(key) => api_key_pseudonym(key),
+            None => credentials::find_query_param(&req.uri, &self.cfg.api_key_query_params)
+                .and_then(|key| {
                     raised.push(IdentityAnomaly::CredentialInQuery);
-                    self.pseudo.pseudonym(KIND_API_KEY, &key)
-                })
-            }
+                    api_key_pseudonym(&key)
+                }),
         }
         .map(|k| Found {
             scheme: AuthScheme::ApiKey,
@@ -516,7 +586,9 @@ impl IdentityExtractor {
         let cookie =
             credentials::find_cookie(&req.headers, &self.cfg.session_cookies).map(|c| Found {
                 scheme: AuthScheme::Cookie,
-                subject: Some(self.pseudo.pseudonym(KIND_SESSION, c)),
+                subject: self.pseudonym_of(Credential::Cookie, c, || {
+                    Some(self.pseudo.pseudonym(KIND_SESSION, c))
+                }),
             });
 
         let mut found = [bearer, basic, api_key, cookie].into_iter().flatten();
@@ -529,52 +601,57 @@ impl IdentityExtractor {
         }
     }
 
-    /// Decodes a bearer token as a JWT when it is one; fills `jwt`, `roles` and `tenant`.
-    fn bearer(
+    /// The pseudonym `derive` gives for a credential other than a bearer token, through the
+    /// cache.
+    fn pseudonym_of(
         &self,
-        token: &[u8],
-        tx: &Transaction,
-        identity: &mut Identity,
-        raised: &mut Vec<IdentityAnomaly>,
-    ) -> Found {
-        let opaque = || Found {
-            scheme: AuthScheme::BearerOpaque,
-            subject: Some(self.pseudo.pseudonym(KIND_TOKEN, token)),
-        };
+        kind: Credential,
+        raw: &[u8],
+        derive: impl Fn() -> Option<Pseudonym>,
+    ) -> Option<Pseudonym> {
+        self.cache
+            .read_or_derive(
+                kind,
+                raw,
+                || Derived::Pseudonym(derive()),
+                |derived| match derived {
+                    Derived::Pseudonym(p) => Ok(p.clone()),
+                    Derived::Bearer(_) => Err(()),
+                },
+            )
+            // Only a bearer token derives `Bearer`, and the kind is part of the key; were two
+            // keys ever to collide, deriving afresh still gives the right answer.
+            .unwrap_or_else(|()| derive())
+    }
+
+    /// Decodes a bearer token as a JWT when it is one, and pseudonymises what names the caller
+    /// and tenant: everything about the token that does not depend on when it is seen.
+    fn bearer(&self, token: &[u8]) -> BearerFacts {
+        let opaque =
+            |anomaly| BearerFacts::opaque(&self.pseudo.pseudonym(KIND_TOKEN, token), anomaly);
         if token.len() > self.cfg.max_jwt_bytes {
-            raised.push(IdentityAnomaly::JwtTooLong);
-            return opaque();
+            return opaque(Some(IdentityAnomaly::JwtTooLong));
         }
         match jwt::classify(token) {
-            jwt::Token::Opaque => opaque(),
-            jwt::Token::Encrypted => {
-                raised.push(IdentityAnomaly::JwtEncrypted);
-                opaque()
-            }
-            jwt::Token::Undecodable => {
-                raised.push(IdentityAnomaly::JwtUndecodable);
-                opaque()
-            }
+            jwt::Token::Opaque => opaque(None),
+            jwt::Token::Encrypted => opaque(Some(IdentityAnomaly::JwtEncrypted)),
+            jwt::Token::Undecodable => opaque(Some(IdentityAnomaly::JwtUndecodable)),
             jwt::Token::Jws(jws) => {
-                let claims = jwt::inspect(&jws, &self.cfg, tx.ts(), raised);
-                identity.jwt = Some(claims.info);
-                identity.roles = claims.roles;
-                identity.tenant = claims
-                    .tenant
-                    .map(|t| self.pseudo.pseudonym(KIND_TENANT, &t));
-                let subject = match claims.subject {
-                    Some(sub) => self.pseudo.pseudonym(KIND_USER, &sub),
+                let mut claims = jwt::inspect(&jws, &self.cfg);
+                let subject = match &claims.subject {
+                    Some(sub) => self.pseudo.pseudonym(KIND_USER, sub),
                     None => {
                         // Client-credential tokens often carry no subject; the token still
                         // names one caller for as long as it lives.
-                        raised.push(IdentityAnomaly::JwtWithoutSubject);
+                        claims.raised.push(IdentityAnomaly::JwtWithoutSubject);
                         self.pseudo.pseudonym(KIND_TOKEN, token)
                     }
                 };
-                Found {
-                    scheme: AuthScheme::BearerJwt,
-                    subject: Some(subject),
-                }
+                let tenant = claims
+                    .tenant
+                    .as_ref()
+                    .map(|t| self.pseudo.pseudonym(KIND_TENANT, t));
+                BearerFacts::jwt(&subject, tenant.as_ref(), claims)
             }
         }
     }

@@ -32,7 +32,7 @@ const KEY_DERIVATION_LABEL: &[u8] = b"apitap identity pseudonym key v1";
 /// HMAC-SHA256 with a key of at most one block. Keys that short need no pre-hashing, and
 /// padding them ourselves lets us use the infallible `KeyInit::new` instead of a
 /// `new_from_slice` whose error case cannot happen but would still need handling.
-fn hmac_short_key(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(super) fn hmac_short_key(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut block = [0u8; BLOCK_BYTES];
     for (dst, src) in block.iter_mut().zip(key) {
         *dst = *src;
@@ -90,6 +90,12 @@ pub struct Pseudonym(String);
 impl Pseudonym {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Rebuilds a pseudonym from its text, as the credential cache keeps it. Only text that
+    /// came from [`Pseudonym::as_str`] may be given: this is not a way to name anyone.
+    pub(super) fn from_text(text: &str) -> Pseudonym {
+        Pseudonym(text.to_owned())
     }
 }
 

@@ -832,6 +832,143 @@ fn config_deserialises_with_defaults_and_rejects_unknown_keys() {
     );
 }
 
+/// `tx` at packet time `secs`.
+fn tx_at(secs: u64, uri: &str, headers: &[(&str, &[u8])]) -> Transaction {
+    let mut t = tx("192.0.2.1", uri, headers);
+    if let Some(r) = t.request.as_mut() {
+        r.start = Timestamp::from_secs_nanos(secs as i64, 0);
+    }
+    t
+}
+
+/// Credential headers that exercise every cached derivation: JWTs valid only in a window
+/// around `NOW`, tokens without a subject or with capped claims, opaque, encrypted, undecodable
+/// and oversized tokens, Basic (good and malformed), API keys in headers and the query, cookies.
+fn credential_pool() -> Vec<(&'static str, OwnedHeaders)> {
+    let windowed = hs256(&format!(
+        r#"{{"sub":"w","nbf":{},"exp":{},"roles":["a","b","c"],"tid":"t1"}}"#,
+        NOW - 100,
+        NOW + 100
+    ));
+    let capped = jwt(
+        r#"{"alg":"none","typ":"a-very-long-type"}"#,
+        &format!(
+            r#"{{"iss":"an-issuer-too-long","aud":["x","y","z"],"exp":{},"scope":"r1 r2 r3"}}"#,
+            NOW + 5
+        ),
+        "",
+    );
+    let undecodable = format!("{}.e30.sig", URL_SAFE_NO_PAD.encode(r#"{"alg":"#));
+    let jwe = format!("{}.a.b.c.d", URL_SAFE_NO_PAD.encode(r#"{"alg":"dir"}"#));
+    let long = hs256(&format!(r#"{{"sub":"l","p":"{}"}}"#, "x".repeat(300)));
+    vec![
+        ("/", vec![("Authorization", bearer(&windowed))]),
+        ("/", vec![("Authorization", bearer(&capped))]),
+        ("/", vec![("Authorization", bearer(&undecodable))]),
+        ("/", vec![("Authorization", bearer(&jwe))]),
+        ("/", vec![("Authorization", bearer(&long))]),
+        (
+            "/",
+            vec![("Authorization", bearer("opaque-reference-token"))],
+        ),
+        ("/", vec![("Authorization", basic("erin:pw"))]),
+        ("/", vec![("Authorization", basic(":pw"))]),
+        ("/", vec![("X-API-Key", b"key-1".to_vec())]),
+        ("/a?api_key=key-1", vec![]),
+        ("/", vec![("Cookie", b"sid=key-1".to_vec())]),
+        (
+            "/",
+            vec![
+                ("Authorization", bearer(&windowed)),
+                ("Cookie", b"session=s2".to_vec()),
+            ],
+        ),
+        ("/", vec![]),
+    ]
+}
+
+fn pool_cfg(max_cached_credentials: usize) -> IdentityConfig {
+    IdentityConfig {
+        max_jwt_bytes: 256,
+        max_roles: 2,
+        max_claim_bytes: 8,
+        max_audiences: 2,
+        jwt_leeway_secs: 10,
+        max_cached_credentials,
+        ..IdentityConfig::default()
+    }
+}
+
+#[test]
+fn cached_identities_equal_uncached_ones_and_expiry_follows_packet_time() {
+    let pool = credential_pool();
+    let cached = extractor(&pool_cfg(64));
+    let uncached = extractor(&pool_cfg(0));
+    // The windowed token is not yet valid, valid, then expired: the cache must not freeze the
+    // first judgement.
+    let times = [NOW - 200, NOW, NOW + 200, NOW, NOW - 200];
+    for secs in times {
+        for (uri, headers) in &pool {
+            let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, &v[..])).collect();
+            let t = tx_at(secs, uri, &headers);
+            assert_eq!(
+                cached.extract(&t),
+                uncached.extract(&t),
+                "{uri} {headers:?} at {secs}"
+            );
+        }
+    }
+    let (uri, headers) = &pool[0];
+    let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, &v[..])).collect();
+    let flags = |secs| cached.extract(&tx_at(secs, uri, &headers)).flags;
+    assert_eq!(flags(NOW - 200), ["jwt_not_yet_valid", "jwt_roles_capped"]);
+    assert_eq!(flags(NOW), ["jwt_roles_capped"]);
+    assert_eq!(flags(NOW + 200), ["jwt_expired", "jwt_roles_capped"]);
+    for a in IdentityAnomaly::ALL {
+        let extra = match a {
+            IdentityAnomaly::JwtRolesCapped => 3,
+            IdentityAnomaly::JwtExpired | IdentityAnomaly::JwtNotYetValid => 1,
+            _ => 0,
+        };
+        assert_eq!(
+            cached.anomaly_count(a),
+            uncached.anomaly_count(a) + extra,
+            "{}",
+            a.name()
+        );
+    }
+    // 13 credential lookups per round over 11 distinct credentials (the API key in a header
+    // and in the query are one; the same bytes as a cookie are another): each missed once.
+    let lookups = 13 * times.len() as u64 + 3;
+    let stats = cached.credential_cache_stats();
+    assert_eq!((stats.misses, stats.evictions), (11, 0));
+    assert_eq!(stats.hits + stats.misses, lookups);
+    let off = uncached.credential_cache_stats();
+    assert_eq!((off.hits, off.misses), (0, 13 * times.len() as u64));
+}
+
+#[test]
+fn capped_jwt_flags_keep_their_single_pass_order() {
+    let pool = credential_pool();
+    let (uri, headers) = &pool[1];
+    let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, &v[..])).collect();
+    let x = extractor(&pool_cfg(64));
+    for _ in 0..2 {
+        let id = x.extract(&tx_at(NOW + 100, uri, &headers));
+        assert_eq!(
+            id.flags,
+            [
+                "jwt_claim_truncated",
+                "jwt_alg_none",
+                "jwt_unsigned",
+                "jwt_expired",
+                "jwt_roles_capped",
+                "jwt_without_subject"
+            ]
+        );
+    }
+}
+
 fn header_value() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..64),
@@ -915,6 +1052,30 @@ proptest! {
         }
         let mut seen = std::collections::HashSet::new();
         prop_assert!(id.flags.iter().all(|f| seen.insert(*f)));
+    }
+
+    /// Any sequence of requests drawn from the pool, at any packet times, gives the same
+    /// identities and anomaly counts through a small cache (evicting often) as without one,
+    /// and the cache stays within its bound.
+    #[test]
+    fn cache_never_changes_an_identity(
+        requests in proptest::collection::vec((0usize..13, 0u64..400), 1..60),
+        max in 2usize..8,
+    ) {
+        let pool = credential_pool();
+        let cached = extractor(&pool_cfg(max));
+        let uncached = extractor(&pool_cfg(0));
+        for (i, offset) in requests {
+            let (uri, headers) = &pool[i % pool.len()];
+            let headers: Vec<(&str, &[u8])> =
+                headers.iter().map(|(n, v)| (*n, &v[..])).collect();
+            let t = tx_at(NOW - 200 + offset, uri, &headers);
+            prop_assert_eq!(cached.extract(&t), uncached.extract(&t));
+            prop_assert!(cached.cache.len() <= max);
+        }
+        for a in IdentityAnomaly::ALL {
+            prop_assert_eq!(cached.anomaly_count(a), uncached.anomaly_count(a));
+        }
     }
 
     /// Any JSON object as claims decodes without panicking and keeps caps.
