@@ -18,7 +18,6 @@
 
 use super::InventoryConfig;
 use crate::alert::{AlertKind, Severity};
-use crate::baseline::profile::EndpointKey;
 use crate::common::Timestamp;
 use crate::detect::FastMap;
 use crate::detect::{Context, Detector, Finding};
@@ -35,7 +34,8 @@ pub struct InventoryDetector {
     cfg: InventoryConfig,
     /// Capture time of the first call judged: profiles first seen before it were learned.
     learning_end: Option<Timestamp>,
-    new_calls: FastMap<EndpointKey, u32>,
+    /// By [`crate::detect::endpoint_id`].
+    new_calls: FastMap<u64, u32>,
     counters: InventoryCounters,
 }
 
@@ -54,8 +54,8 @@ impl InventoryDetector {
     }
 
     /// Calls of a new endpoint so far, this one included.
-    fn count_new(&mut self, key: &EndpointKey) -> u32 {
-        if let Some(n) = self.new_calls.get_mut(key) {
+    fn count_new(&mut self, key: u64) -> u32 {
+        if let Some(n) = self.new_calls.get_mut(&key) {
             *n = n.saturating_add(1);
             return *n;
         }
@@ -63,7 +63,7 @@ impl InventoryDetector {
             self.counters.endpoints_untracked += 1;
             return 1;
         }
-        self.new_calls.insert(key.clone(), 1);
+        self.new_calls.insert(key, 1);
         1
     }
 }
@@ -104,7 +104,7 @@ impl Detector for InventoryDetector {
         if !shadow {
             return;
         }
-        let calls = self.count_new(cx.key);
+        let calls = self.count_new(cx.endpoint_id);
         let success = (200..300).contains(&status);
         if !success && calls < self.cfg.shadow_min_calls {
             return;

@@ -24,11 +24,11 @@
 
 use super::{ErrorSpikeConfig, VolumeConfig};
 use crate::alert::{AlertKind, Severity};
-use crate::baseline::profile::EndpointKey;
 use crate::baseline::sketch::{hash64, HourOfWeekRate};
 use crate::common::Timestamp;
 use crate::detect::FastMap;
 use crate::detect::{Context, Detector, Finding};
+use std::collections::hash_map::Entry;
 
 /// Slots per window.
 pub const SLOTS: usize = 12;
@@ -122,7 +122,8 @@ pub struct VolumeCounters {
 /// `volume_spike` per endpoint and per identified caller; see the module documentation.
 pub struct VolumeDetector {
     cfg: VolumeConfig,
-    endpoints: FastMap<EndpointKey, Ring<1>>,
+    /// By [`crate::detect::endpoint_id`].
+    endpoints: FastMap<u64, Ring<1>>,
     callers: FastMap<String, Ring<1>>,
     /// Capture time of the last sweep of idle caller windows: at most one sweep per window.
     last_sweep: Timestamp,
@@ -154,15 +155,14 @@ impl VolumeDetector {
         else {
             return;
         };
-        if !self.endpoints.contains_key(cx.key) {
-            if self.endpoints.len() >= self.cfg.max_endpoints {
+        let full = self.endpoints.len() >= self.cfg.max_endpoints;
+        let ring = match self.endpoints.entry(cx.endpoint_id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(_) if full => {
                 self.counters.endpoints_untracked += 1;
                 return;
             }
-            self.endpoints.insert(cx.key.clone(), Ring::new(w));
-        }
-        let Some(ring) = self.endpoints.get_mut(cx.key) else {
-            return;
+            Entry::Vacant(e) => e.insert(Ring::new(w)),
         };
         ring.add(cx.ts, [1]);
         let [observed] = ring.sum();
@@ -334,7 +334,8 @@ pub struct ErrorSpikeCounters {
 /// `error_spike` per endpoint; see the module documentation.
 pub struct ErrorSpikeDetector {
     cfg: ErrorSpikeConfig,
-    endpoints: FastMap<EndpointKey, Box<ErrorWindow>>,
+    /// By [`crate::detect::endpoint_id`].
+    endpoints: FastMap<u64, Box<ErrorWindow>>,
     counters: ErrorSpikeCounters,
 }
 
@@ -394,20 +395,18 @@ impl Detector for ErrorSpikeDetector {
         let Some(p) = cx.profile.filter(|p| p.calls >= self.cfg.min_learned_calls) else {
             return;
         };
-        if !self.endpoints.contains_key(cx.key) {
-            if self.endpoints.len() >= self.cfg.max_endpoints {
+        let full = self.endpoints.len() >= self.cfg.max_endpoints;
+        let win = match self.endpoints.entry(cx.endpoint_id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(_) if full => {
                 self.counters.endpoints_untracked += 1;
                 return;
             }
-            let fresh = Box::new(ErrorWindow {
+            Entry::Vacant(e) => e.insert(Box::new(ErrorWindow {
                 ring: Ring::new(w),
                 events: [(Timestamp::ZERO, 0); MAX_ERROR_EVENTS],
                 next: 0,
-            });
-            self.endpoints.insert(cx.key.clone(), fresh);
-        }
-        let Some(win) = self.endpoints.get_mut(cx.key) else {
-            return;
+            })),
         };
         let add = match class {
             Some(0) => [1, 1, 0],

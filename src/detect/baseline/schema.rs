@@ -514,10 +514,7 @@ impl Detector for ExcessiveDataDetector {
         // A body whose set of key paths walked clean before walks clean again.
         let memo = match (self.cfg.new_fields, map) {
             (true, Some(_)) if class == Some(0) => {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                std::hash::Hash::hash(cx.key, &mut h);
-                let endpoint = std::hash::Hasher::finish(&h);
-                skeleton(&resp.body.data, &mut self.scratch).map(|s| (endpoint, s))
+                skeleton(&resp.body.data, &mut self.scratch).map(|s| (cx.endpoint_id, s))
             }
             _ => None,
         };

@@ -767,6 +767,7 @@ fn with_context(
         resp: tx.response.as_ref(),
         ts: tx.ts(),
         key: &prepared.key,
+        endpoint_id: crate::detect::endpoint_id(&prepared.key),
         endpoint: crate::alert::Endpoint {
             host: prepared.key.host.clone(),
             method: prepared.key.method.clone(),

@@ -701,7 +701,8 @@ impl Scored {
 /// The learned detector; see the module documentation.
 pub struct LearnedDetector {
     cfg: LearnedConfig,
-    shapes: FastMap<EndpointKey, Scored>,
+    /// By [`crate::detect::endpoint_id`].
+    shapes: FastMap<u64, Scored>,
     callers: Option<Scored>,
     window_secs: u64,
     windows: Windows,
@@ -714,7 +715,7 @@ impl LearnedDetector {
         let shapes = trained
             .shapes
             .iter()
-            .filter_map(|(k, m)| Some((k.clone(), Scored::new(m)?)))
+            .filter_map(|(k, m)| Some((crate::detect::endpoint_id(k), Scored::new(m)?)))
             .collect();
         let window_secs = trained.window_secs.max(1);
         LearnedDetector {
@@ -736,7 +737,7 @@ impl LearnedDetector {
     }
 
     fn observe_shape(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
-        let Some(model) = self.shapes.get(cx.key) else {
+        let Some(model) = self.shapes.get(&cx.endpoint_id) else {
             return;
         };
         let scan = self.scanner.scan(

@@ -168,6 +168,7 @@ impl Fixture {
             resp: tx.response.as_ref(),
             ts: tx.ts(),
             key: &key,
+            endpoint_id: crate::detect::endpoint_id(&key),
             endpoint: Endpoint {
                 host: key.host.clone(),
                 method: key.method.clone(),
