@@ -5,9 +5,11 @@
 //! Invariants:
 //! - Values are never kept, returned or logged: the output is counts per [`SensitiveKind`]
 //!   and, for JSON, the set of kinds per key path.
-//! - Scans are linear in the input: a few passes (two Aho-Corasick automata over fixed
-//!   prefixes and key words, one byte loop for digit runs and IBANs, memchr for `@`), each
-//!   candidate examined within a bounded window. No regex, no backtracking.
+//! - Scans are linear in the input: a few passes (an Aho-Corasick automaton over fixed
+//!   prefixes, byte loops for key words, digit runs and IBANs, memchr for `@`), each
+//!   candidate examined within a bounded window. No regex, no backtracking. The byte loops
+//!   skip to their candidate bytes (memchr for key words; blocks of 16 bytes tested at once
+//!   for numbers): response bodies are scanned whole on every call.
 //! - [`classify`] allocates nothing; the caller bounds the input (bodies are already capped).
 //!   [`classify_json_fields`] allocates key paths, bounded by [`JsonScanConfig`].
 //! - Recognisers are conservative, because ordinary API data (ids, prices, timestamps, UUIDs)
@@ -214,7 +216,7 @@ pub fn classify_wanted(bytes: &[u8], wanted: KindSet, out: &mut SensitiveCounts)
     }
 }
 
-fn is_word(c: u8) -> bool {
+const fn is_word(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_'
 }
 
@@ -264,16 +266,81 @@ static PREFIX_AC: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
         .ok()
 });
 
-/// Words that start or end a password- or secret-like key, matched case-insensitively.
-const KEY_WORDS: [&str; 3] = ["pass", "pwd", "secret"];
+/// The words that start or end a password- or secret-like key (`pass`, `pwd`, `secret`) in
+/// `b`, case-insensitively: leftmost first, each search resuming at the end of the previous
+/// match, as a leftmost Aho-Corasick automaton over the three words would yield them.
+///
+/// No two words match at one position (they differ in their first two letters), so the next
+/// match is the nearer of the next `pass`/`pwd` and the next `secret`. Those are found with
+/// memchr on one byte in both cases: `p` for the first two, the `c` of `secret` (rarer in
+/// API text than its `s` or `e`). Each family's next match is kept until the search passes
+/// it, so a body of many matches of one word is still scanned once for the other.
+struct KeyWords<'a> {
+    b: &'a [u8],
+    from: usize,
+    /// The first `pass`/`pwd` and `secret` at or after some earlier `from`: `None` when not
+    /// looked for yet or passed, `Some(None)` when there is none left.
+    pass: Option<Option<usize>>,
+    secret: Option<Option<usize>>,
+}
 
-static KEY_AC: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
-    AhoCorasickBuilder::new()
-        .ascii_case_insensitive(true)
-        .match_kind(MatchKind::LeftmostLongest)
-        .build(KEY_WORDS)
-        .ok()
-});
+impl<'a> KeyWords<'a> {
+    fn new(b: &'a [u8]) -> KeyWords<'a> {
+        KeyWords {
+            b,
+            from: 0,
+            pass: None,
+            secret: None,
+        }
+    }
+
+    fn word_at(&self, at: usize, w: &[u8]) -> bool {
+        self.b
+            .get(at..at + w.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(w))
+    }
+
+    fn next_pass(&self) -> Option<usize> {
+        let rest = self.b.get(self.from..)?;
+        memchr::memchr2_iter(b'p', b'P', rest)
+            .map(|p| self.from + p)
+            .find(|&at| self.word_at(at, b"pass") || self.word_at(at, b"pwd"))
+    }
+
+    fn next_secret(&self) -> Option<usize> {
+        // `secret` starts two bytes before its `c`.
+        let rest = self.b.get(self.from + 2..)?;
+        memchr::memchr2_iter(b'c', b'C', rest)
+            .map(|p| self.from + p)
+            .find(|&at| self.word_at(at, b"secret"))
+    }
+}
+
+impl Iterator for KeyWords<'_> {
+    /// `(start, end)` of one key word.
+    type Item = (usize, usize);
+
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let from = self.from;
+        let stale = |c: Option<Option<usize>>| c.is_none_or(|p| p.is_some_and(|p| p < from));
+        if stale(self.pass) {
+            self.pass = Some(self.next_pass());
+        }
+        if stale(self.secret) {
+            self.secret = Some(self.next_secret());
+        }
+        let pass = self.pass.flatten();
+        let secret = self.secret.flatten();
+        let (start, len) = match (pass, secret) {
+            (Some(p), Some(s)) if s < p => (s, 6),
+            (Some(p), _) => (p, if self.word_at(p, b"pass") { 4 } else { 3 }),
+            (None, Some(s)) => (s, 6),
+            (None, None) => return None,
+        };
+        self.from = start + len;
+        Some((start, start + len))
+    }
+}
 
 fn scan_prefixed_tokens(b: &[u8], out: &mut SensitiveCounts) {
     let Some(ac) = PREFIX_AC.as_ref() else {
@@ -473,25 +540,22 @@ pub fn is_aws_secret_value(v: &[u8]) -> bool {
 }
 
 fn scan_keys(b: &[u8], out: &mut SensitiveCounts) {
-    let Some(ac) = KEY_AC.as_ref() else {
-        return;
-    };
     let mut done_until = 0usize;
-    for m in ac.find_iter(b) {
-        if m.start() < done_until {
+    for (m_start, m_end) in KeyWords::new(b) {
+        if m_start < done_until {
             continue;
         }
         // Widen the key word to the whole key.
         let left = b
-            .get(..m.start())
+            .get(..m_start)
             .unwrap_or(&[])
             .iter()
             .rev()
             .take(MAX_KEY_BYTES + 1)
             .take_while(|&&c| is_key_char(c))
             .count();
-        let start = m.start() - left;
-        let end = m.end() + run_len(b, m.end(), MAX_KEY_BYTES + 1, is_key_char);
+        let start = m_start - left;
+        let end = m_end + run_len(b, m_end, MAX_KEY_BYTES + 1, is_key_char);
         done_until = end;
         let Some(key) = b.get(start..end) else {
             continue;
@@ -661,18 +725,60 @@ fn read_digit_run(b: &[u8], mut i: usize) -> (DigitRun, usize) {
     (r, end)
 }
 
+/// Whether `c` may open a number: a digit, `+` or `(`.
+const fn opens_number(c: u8) -> bool {
+    (c.wrapping_sub(b'0') < 10) | (c == b'+') | (c == b'(')
+}
+
+/// Whether a number right after `c` would continue what `c` belongs to rather than start:
+/// a word character (an identifier), `.` (a decimal), `-` (a date), `+`, `/` (a path) or
+/// `:` (a time). `-` to `:` are one range of ASCII (`-./0123456789:`).
+const fn joins_number(c: u8) -> bool {
+    ((c | 0x20).wrapping_sub(b'a') < 26) | (c == b'_') | (c.wrapping_sub(b'-') < 14) | (c == b'+')
+}
+
+/// Bytes tested at once when skipping to the next place a number may start.
+const SKIP_BLOCK: usize = 16;
+
+/// The offset in `w[1..]` of the first byte that may open a number after a byte that does
+/// not join one (`w[0]` is the byte before the block). The per-byte tests are branch-free
+/// and folded into one integer, so that the compiler tests the block with vector
+/// instructions: most of a body is skipped a block at a time.
+fn first_start_in_block(w: &[u8; SKIP_BLOCK + 1]) -> Option<usize> {
+    let mut starts = [0u8; SKIP_BLOCK];
+    for (j, slot) in starts.iter_mut().enumerate() {
+        *slot = u8::from(opens_number(w[j + 1]) & !joins_number(w[j]));
+    }
+    let bits = u128::from_le_bytes(starts);
+    (bits != 0).then_some(bits.trailing_zeros() as usize / 8)
+}
+
 fn scan_numbers(b: &[u8], out: &mut SensitiveCounts) {
     let mut i = 0;
-    while i < b.len() {
-        let c = b.get(i).copied().unwrap_or(0);
+    while let Some(&c) = b.get(i) {
+        // Skip to the next possible start a block at a time while a whole block remains.
+        let block = i
+            .checked_sub(1)
+            .and_then(|p| b.get(p..i + SKIP_BLOCK))
+            .and_then(|w| <&[u8; SKIP_BLOCK + 1]>::try_from(w).ok());
+        if let Some(w) = block {
+            match first_start_in_block(w) {
+                Some(0) => {}
+                Some(k) => {
+                    i += k;
+                    continue;
+                }
+                None => {
+                    i += SKIP_BLOCK;
+                    continue;
+                }
+            }
+        }
+        // `+` and `(` open a number only before a digit. A digit after a letter, `_`, `.`
+        // or `-` continues an identifier, decimal or date, not a new number.
         let opens = c.is_ascii_digit()
             || (matches!(c, b'+' | b'(') && b.get(i + 1).is_some_and(u8::is_ascii_digit));
-        // A digit after a letter, `_`, `.` or `-` continues an identifier, decimal or
-        // date, not a new number.
-        let after_ok = i == 0
-            || b.get(i - 1).is_some_and(|&p| {
-                !(is_word(p) || p == b'.' || p == b'-' || p == b'+' || p == b'/' || p == b':')
-            });
+        let after_ok = i == 0 || b.get(i - 1).is_some_and(|&p| !joins_number(p));
         if !(opens && after_ok) {
             i += 1;
             continue;
@@ -1205,7 +1311,6 @@ mod tests {
     #[test]
     fn automata_build() {
         assert!(PREFIX_AC.is_some());
-        assert!(KEY_AC.is_some());
     }
 
     #[test]
@@ -1553,6 +1658,176 @@ mod tests {
         }
     }
 
+    /// The key-word and number scans as first written (an Aho-Corasick automaton; a test of
+    /// every byte), kept as oracles: the fast scans must count exactly what these count.
+    mod oracle {
+        use super::super::*;
+
+        pub fn scan_keys(b: &[u8], out: &mut SensitiveCounts) {
+            let ac = AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(["pass", "pwd", "secret"])
+                .unwrap();
+            let mut done_until = 0usize;
+            for m in ac.find_iter(b) {
+                if m.start() < done_until {
+                    continue;
+                }
+                let left = b[..m.start()]
+                    .iter()
+                    .rev()
+                    .take(MAX_KEY_BYTES + 1)
+                    .take_while(|&&c| is_key_char(c))
+                    .count();
+                let start = m.start() - left;
+                let end = m.end() + run_len(b, m.end(), MAX_KEY_BYTES + 1, is_key_char);
+                done_until = end;
+                let key = &b[start..end];
+                let before_ok = start == 0 || b"\"'{,&?; \t\r\n".contains(&b[start - 1]);
+                if !before_ok {
+                    continue;
+                }
+                let Some(value) = value_after_key(b, end) else {
+                    continue;
+                };
+                if is_aws_secret_key_name(key) {
+                    if is_aws_secret_value(value) {
+                        out.add(SensitiveKind::AwsSecretKey);
+                    }
+                } else if is_password_key(key) && !value.is_empty() {
+                    out.add(SensitiveKind::PasswordField);
+                }
+            }
+        }
+
+        pub fn scan_numbers(b: &[u8], out: &mut SensitiveCounts) {
+            let mut i = 0;
+            while i < b.len() {
+                let c = b[i];
+                let opens = c.is_ascii_digit()
+                    || (matches!(c, b'+' | b'(') && b.get(i + 1).is_some_and(u8::is_ascii_digit));
+                let after_ok = i == 0 || {
+                    let p = b[i - 1];
+                    !(is_word(p) || p == b'.' || p == b'-' || p == b'+' || p == b'/' || p == b':')
+                };
+                if !(opens && after_ok) {
+                    i += 1;
+                    continue;
+                }
+                let (run, end) = read_digit_run(b, i);
+                let next = b.get(end).copied();
+                let ends_ok = next
+                    .is_none_or(|n| !(is_word(n) || n == b'-' || n == b'/' || n == b':'))
+                    && !(next == Some(b'.') && b.get(end + 1).is_some_and(u8::is_ascii_digit));
+                if ends_ok && !run.too_long {
+                    if let Some(k) = classify_digit_run(&run) {
+                        out.add(k);
+                    }
+                }
+                i = end.max(i + 1);
+            }
+        }
+    }
+
+    /// Numbers at every offset of the 16-byte blocks the number scan skips by, after a
+    /// separator (counted) and glued to a word (not counted).
+    #[test]
+    fn numbers_are_found_at_every_block_offset() {
+        for pad in 0..40 {
+            for (sep, want) in [(" ", 1), (",", 1), ("x", 0), ("-", 0)] {
+                let input = format!("{}{sep}4111 1111 1111 1111 tail", "a".repeat(pad));
+                let (mut fast, mut slow) = (SensitiveCounts::default(), SensitiveCounts::default());
+                scan_numbers(input.as_bytes(), &mut fast);
+                oracle::scan_numbers(input.as_bytes(), &mut slow);
+                assert_eq!(fast, slow, "input {input:?}");
+                assert_eq!(fast.get(CardNumber), want, "input {input:?}");
+            }
+        }
+    }
+
+    /// Pieces that put key words, separators and digit runs next to each other in every
+    /// order: case variants, keys glued to words, numbers glued to letters and punctuation.
+    const PIECES: [&str; 40] = [
+        "pass",
+        "PASS",
+        "Pwd",
+        "pwD",
+        "SeCrEt",
+        "secret",
+        "password",
+        "passwd",
+        "newPassword",
+        "client_secret",
+        "aws_secret_access_key",
+        "bypass",
+        "compass",
+        "p",
+        "s",
+        "P",
+        "S",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "\"",
+        "'",
+        ":",
+        "=",
+        " ",
+        "&",
+        ",",
+        "{",
+        "\n",
+        "_",
+        "-",
+        ".",
+        "(",
+        ")",
+        "+",
+        "/",
+        "4111 1111 1111 1111",
+        "415-555-2671",
+        "123-45-6789",
+        "+14155552671",
+        "378282246310005",
+        "7",
+    ];
+
+    fn pieces() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![
+                3 => proptest::sample::select(PIECES.to_vec()).prop_map(|p| p.as_bytes().to_vec()),
+                1 => proptest::collection::vec(any::<u8>(), 0..4),
+            ],
+            0..48,
+        )
+        .prop_map(|v| v.concat())
+    }
+
+    #[test]
+    fn fast_scans_agree_with_their_oracles_on_the_fixtures() {
+        let long_key = format!(
+            "{}password=x {}pass=1 pwd=1",
+            "k".repeat(70),
+            "_".repeat(64)
+        );
+        let fixtures = [
+            r#"{"username":"a","password":"hunter2","pin":1234,"pwd":1234}"#,
+            "new_password=abc&confirmPassword=abc&passpass=1&secretsecret=2",
+            "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "cards 4111111111111111, 5555555555554444. (415) 555-2671 +1 (415) 555-2671",
+            "ssn: 123-45-6789 id_4111111111111111 0.4111111111111111 1-415-555-2671",
+            long_key.as_str(),
+        ];
+        for f in fixtures {
+            let (mut fast, mut slow) = (SensitiveCounts::default(), SensitiveCounts::default());
+            scan_keys(f.as_bytes(), &mut fast);
+            scan_numbers(f.as_bytes(), &mut fast);
+            oracle::scan_keys(f.as_bytes(), &mut slow);
+            oracle::scan_numbers(f.as_bytes(), &mut slow);
+            assert_eq!(fast, slow, "input {f:?}");
+            assert!(!fast.is_empty(), "fixture finds nothing: {f:?}");
+        }
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -1560,6 +1835,22 @@ mod tests {
             classify(&bytes, &mut c);
             let total: u64 = c.iter().map(|(_, n)| u64::from(n)).sum();
             prop_assert!(total <= bytes.len() as u64);
+        }
+
+        #[test]
+        fn fast_key_scan_counts_what_the_automaton_counts(b in pieces()) {
+            let (mut fast, mut slow) = (SensitiveCounts::default(), SensitiveCounts::default());
+            scan_keys(&b, &mut fast);
+            oracle::scan_keys(&b, &mut slow);
+            prop_assert_eq!(fast, slow);
+        }
+
+        #[test]
+        fn fast_number_scan_counts_what_the_byte_loop_counts(b in pieces()) {
+            let (mut fast, mut slow) = (SensitiveCounts::default(), SensitiveCounts::default());
+            scan_numbers(&b, &mut fast);
+            oracle::scan_numbers(&b, &mut slow);
+            prop_assert_eq!(fast, slow);
         }
 
         #[test]

@@ -278,15 +278,25 @@ fn lower(c: u8) -> u8 {
     c.to_ascii_lowercase()
 }
 
-/// Case-insensitive search for an ASCII needle.
+/// Case-insensitive search for an ASCII needle: the first position at or after `from`.
+///
+/// Candidates are the positions of the needle's first byte in either case (memchr, which
+/// skips many bytes per step); only those are compared in full. Every value that passes the
+/// prefilter is searched for a dozen needles, so this is the recognisers' hot loop.
 fn find_ci(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    let n = needle.len();
-    if n == 0 {
-        return Some(from);
-    }
+    let (&first, rest) = match needle.split_first() {
+        Some(split) => split,
+        None => return Some(from),
+    };
     let h = hay.get(from..)?;
-    h.windows(n)
-        .position(|w| w.eq_ignore_ascii_case(needle))
+    let last_start = h.len().checked_sub(needle.len())?;
+    let candidates = h.get(..=last_start).unwrap_or(&[]);
+    let (lo, up) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    memchr::memchr2_iter(lo, up, candidates)
+        .find(|&p| {
+            h.get(p + 1..p + needle.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(rest))
+        })
         .map(|p| p + from)
 }
 
@@ -1526,7 +1536,47 @@ mod tests {
         assert_eq!(&v[h.start..h.end], b"' or '1'='1");
     }
 
+    /// `find_ci` as first written, a comparison at every position: the oracle.
+    fn find_ci_oracle(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+        if needle.is_empty() {
+            return Some(from);
+        }
+        hay.get(from..)?
+            .windows(needle.len())
+            .position(|w| w.eq_ignore_ascii_case(needle))
+            .map(|p| p + from)
+    }
+
+    #[test]
+    fn find_ci_finds_the_first_match_in_either_case() {
+        let cases: &[(&str, &str, usize, Option<usize>)] = &[
+            ("x UNION Select", "select", 0, Some(8)),
+            ("JavaScript:javascript:", "javascript", 1, Some(11)),
+            ("@@VERSION", "@@version", 0, Some(0)),
+            ("waitfo", "waitfor", 0, None),
+            ("abc", "", 2, Some(2)),
+            ("abc", "c", 3, None),
+            ("abc", "c", 9, None),
+            ("", "a", 0, None),
+            ("LOAD_FILE(", "load_file(", 0, Some(0)),
+        ];
+        for &(hay, needle, from, want) in cases {
+            let got = find_ci(hay.as_bytes(), needle.as_bytes(), from);
+            assert_eq!(got, want, "{hay:?} {needle:?} from {from}");
+            assert_eq!(got, find_ci_oracle(hay.as_bytes(), needle.as_bytes(), from));
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn find_ci_agrees_with_its_oracle(
+            hay in proptest::collection::vec(proptest::sample::select(b"aAsSeElLcCtTdDfFiIoOvVrRnN_@(:/ .\xc0".to_vec()), 0..64),
+            needle in proptest::sample::select(vec![&b"select"[..], b"@@version", b"load_file(", b"s", b"", b"_", b"a:/"]),
+            from in 0usize..70,
+        ) {
+            proptest::prop_assert_eq!(find_ci(&hay, needle, from), find_ci_oracle(&hay, needle, from));
+        }
+
         #[test]
         fn never_panics_and_hits_stay_in_bounds(v in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             if let Some(h) = scan(&v, true) {

@@ -13,16 +13,20 @@
 //! - `protocol_anomaly`: smuggling and evasion shapes named in `Transaction::flags`.
 //!
 //! Invariants:
-//! - Stateless across transactions: nothing grows with traffic, so no per-client caps are
-//!   needed; the limits bound the work done on one transaction (bytes per value, JSON values
-//!   and depth), each with a counter of what was skipped.
+//! - Verdicts do not depend on earlier transactions: nothing grows with traffic, so no
+//!   per-client caps are needed; the limits bound the work done on one transaction (bytes per
+//!   value, JSON values and depth), each with a counter of what was skipped. The one state
+//!   kept across transactions is a fixed-size memo of digests of values judged clean
+//!   ([`memo`]), which changes the cost of a verdict, never the verdict.
 //! - No raw secret leaves this module: credentials appear as their kind, the caller's
 //!   pseudonym and a masked form (`sk_l…(32 chars)`); injection excerpts from fields named like
 //!   passwords, and from cookies, are masked too.
 //! - Allocation happens only on a hit (evidence) or for scratch buffers the detector keeps and
-//!   reuses; a clean transaction costs one automaton pass per value.
+//!   reuses; a clean transaction costs one automaton pass per value, plus a digest and a memo
+//!   lookup for the values the prefilter lets through.
 
 pub mod injection;
+mod memo;
 
 use super::config::Problems;
 use super::{Context, Detector, Finding};
@@ -37,6 +41,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 /// Settings of the signature detectors (`[detect.signatures]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -238,8 +243,14 @@ fn parse_net(s: &str) -> Option<IpNet> {
 /// What the detector did and what its limits turned away.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SignatureCounters {
-    /// Values run through the injection classifiers (after the prefilter passed them).
+    /// Values the prefilter passed to the injection classifiers (memo hits included).
     pub values_inspected: u64,
+    /// Of `values_inspected`, values judged clean from the memo of clean values without
+    /// running the classifiers again.
+    pub clean_memo_hits: u64,
+    /// Digests of clean values pushed out of the full memo by newer ones (the memo has a
+    /// fixed size, `memo::SETS` x `memo::WAYS`).
+    pub clean_memo_evictions: u64,
     /// Values longer than `max_value_bytes`, inspected on their first bytes only.
     pub values_truncated: u64,
     /// JSON keys and strings not inspected because of `max_json_values`.
@@ -354,6 +365,8 @@ pub struct SignatureDetector {
     /// Personal data in query values, for `sensitive_data`.
     url_exposures: Vec<Exposure>,
     values_left: usize,
+    /// Digests of values the classifiers judged clean.
+    memo: memo::CleanMemo,
 }
 
 impl SignatureDetector {
@@ -393,6 +406,7 @@ impl SignatureDetector {
             credentials: Vec::new(),
             url_exposures: Vec::new(),
             values_left: 0,
+            memo: memo::CleanMemo::default(),
         })
     }
 
@@ -594,7 +608,9 @@ impl SignatureDetector {
             .matches
             .iter()
             .any(|m| m.class == InjectionClass::PathTraversal);
-        if self.cfg.injection && !segment_traversal && memchr::memmem::find(path, b"..").is_some() {
+        // `..` via memchr on `.`: most paths have no dot, and no searcher is built per request.
+        let dot_dot = memchr::memchr_iter(b'.', path).any(|i| path.get(i + 1) == Some(&b'.'));
+        if self.cfg.injection && !segment_traversal && dot_dot {
             let encoded = injection::encodes_traversal(path);
             injection::decode_into(
                 path,
@@ -737,9 +753,30 @@ impl SignatureDetector {
             return;
         }
         self.counters.values_inspected = self.counters.values_inspected.saturating_add(1);
-        if let Some(hit) = injection::scan(&self.buf, encoded) {
-            let ex = excerpt(&self.buf, &hit, self.cfg.max_excerpt_bytes, loc.secret());
-            self.record(hit, loc, ex);
+        // The verdict is a function of the decoded bytes and `encoded` alone, so a value judged
+        // clean before is clean now. Values that may be credentials are not remembered, not
+        // even as digests, and are classified every time.
+        let secret = loc.secret();
+        let key = (!secret).then(|| memo::key(&self.buf, encoded));
+        if let Some(k) = &key {
+            if self.memo.hit(k) {
+                self.counters.clean_memo_hits = self.counters.clean_memo_hits.saturating_add(1);
+                return;
+            }
+        }
+        match injection::scan(&self.buf, encoded) {
+            Some(hit) => {
+                let ex = excerpt(&self.buf, &hit, self.cfg.max_excerpt_bytes, secret);
+                self.record(hit, loc, ex);
+            }
+            None => {
+                if let Some(k) = key {
+                    if self.memo.insert(k) {
+                        self.counters.clean_memo_evictions =
+                            self.counters.clean_memo_evictions.saturating_add(1);
+                    }
+                }
+            }
         }
     }
 
@@ -1232,12 +1269,15 @@ impl SignatureDetector {
                 SensitiveKind::PasswordField | SensitiveKind::AwsSecretKey
             )
         };
+        // Both scans are pure functions of the body: each runs once, whatever asks for it.
+        let hash_key = self.password_hash && hash_key_in(body);
+        let hash_value = self.password_hash && hash_value_in(body);
         // Whether the body is JSON decides how key-judged kinds count; parsing it is the
         // costliest step here, so it happens only when something in the raw bytes needs it.
         let needs_json = counts
             .iter()
             .any(|(k, _)| by_key(k) && self.response_kinds.contains(k))
-            || (self.password_hash && hash_key_in(body));
+            || hash_key;
         let found_in = |text: bool| {
             let mut s = KindSet::default();
             for (k, _) in counts.iter() {
@@ -1252,13 +1292,13 @@ impl SignatureDetector {
         let text = needs_json && cx.response_json().is_none();
         let found = found_in(text);
         // Text bodies have no keys to check against: only hash-shaped values count there.
-        let hash = self.password_hash && (hash_value_in(body) || (!text && hash_key_in(body)));
+        let hash = hash_value || (!text && hash_key);
         if found.is_empty() && !hash {
             return;
         }
         let text = cx.response_json().is_none();
         let found = found_in(text);
-        let hash = self.password_hash && (hash_value_in(body) || (!text && hash_key_in(body)));
+        let hash = hash_value || (!text && hash_key);
         if found.is_empty() && !hash {
             return;
         }
@@ -1465,17 +1505,26 @@ fn hash_value_in(body: &[u8]) -> bool {
                 .count()
                 == 28
     };
-    memchr::memchr_iter(b'$', body).any(token_at)
-        || memchr::memmem::find_iter(body, b"pbkdf2_sha256$").any(token_at)
+    memchr::memchr_iter(b'$', body).any(token_at) || PBKDF2_FINDER.find_iter(body).any(token_at)
 }
+
+/// Searchers for the needles looked for in every response body, built once rather than per
+/// body.
+static PBKDF2_FINDER: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(b"pbkdf2_sha256$"));
+static ASH_FINDER: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(b"ash"));
 
 /// Bodies worth scanning for sensitive text: a textual media type, or without one, a start
 /// that is printable text. Images and archives hold every byte pattern somewhere.
 fn is_text(headers: &crate::transaction::Headers, body: &[u8]) -> bool {
     if let Some(ct) = headers.get("content-type") {
-        let ct = ct.to_ascii_lowercase();
-        let has = |w: &[u8]| memchr::memmem::find(&ct, w).is_some();
-        return ct.starts_with(b"text/")
+        // Media types are short: a plain case-insensitive window compare beats building a
+        // searcher (and a lower-cased copy) for every response.
+        let has = |w: &[u8]| ct.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w));
+        return ct
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"text/"))
             || has(b"json")
             || has(b"xml")
             || has(b"javascript")
@@ -1494,17 +1543,11 @@ fn is_text(headers: &crate::transaction::Headers, body: &[u8]) -> bool {
 /// A key named like a password hash somewhere in the bytes (a prefilter: `hash` with a
 /// password word nearby; the JSON walk confirms on real keys).
 fn hash_key_in(body: &[u8]) -> bool {
-    let mut i = 0;
-    while let Some(p) = memchr::memmem::find(body.get(i..).unwrap_or(&[]), b"ash") {
-        let at = i + p;
+    ASH_FINDER.find_iter(body).any(|at| {
         let from = at.saturating_sub(20);
         let to = (at + 20).min(body.len());
-        if is_hash_key(&body[from..to]) {
-            return true;
-        }
-        i = at + 3;
-    }
-    false
+        body.get(from..to).is_some_and(is_hash_key)
+    })
 }
 
 fn mask_sensitive(kind: SensitiveKind, v: &[u8]) -> String {

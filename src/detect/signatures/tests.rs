@@ -739,6 +739,76 @@ fn limits_bound_the_work_and_are_counted() {
     assert_eq!(fx.det.counters().values_truncated, 1);
 }
 
+/// The clean-value memo changes what a verdict costs, never the verdict: a detector that has
+/// seen every call before (its memo warm) finds exactly what a fresh detector finds, call by
+/// call, including values that decode to the same bytes as a clean value but were encoded
+/// differently.
+#[test]
+fn memo_hits_give_the_verdicts_of_a_fresh_classification() {
+    let ua = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+    let calls = [
+        get("/api/v1/files/report?name=../secret.txt").header("User-Agent", ua),
+        // Decodes to the same bytes as the clean value above, but spelled with escapes.
+        get("/api/v1/files/report?name=..%2fsecret.txt").header("User-Agent", ua),
+        get("/api/v1/search?q=rock+%26+roll;+jazz").header("User-Agent", ua),
+        get("/api/v1/search?q=rock+%26+roll;+jazz%27+or+%271%27%3D%271").header("User-Agent", ua),
+        get("/api/v1/search?q=a;b")
+            .header("User-Agent", ua)
+            .header("X-Client", "web; v=2"),
+        get("/api/v1/search?q=a;b")
+            .header("User-Agent", "() { :; }; /bin/bash -c 'id'")
+            .header("X-Client", "web; v=2"),
+        post("/api/v1/notes", r#"{"text":"a;b","tags":["x=1","y'z"]}"#),
+        post(
+            "/api/v1/notes",
+            r#"{"text":"a;b; cat /etc/passwd","tags":["x=1"]}"#,
+        ),
+    ];
+    let cfg = SignatureConfig::default();
+    let mut warm = Fixture::new(cfg.clone());
+    let mut attacks = 0;
+    for round in 0..3 {
+        for (i, call) in calls.iter().enumerate() {
+            let want = Fixture::new(cfg.clone()).run(call, &[]);
+            let got = warm.run(call, &[]);
+            assert_eq!(got, want, "round {round}, call {i}");
+            attacks += of_kind(&got, AlertKind::Injection).len();
+        }
+    }
+    assert_eq!(attacks, 3 * 4, "the attack calls were found every round");
+    let c = warm.det.counters();
+    assert!(c.clean_memo_hits > 0, "{c:?}");
+    assert!(c.clean_memo_hits < c.values_inspected, "{c:?}");
+    assert_eq!(c.clean_memo_evictions, 0);
+}
+
+#[test]
+fn memo_skips_credentials_and_counts_evictions() {
+    let mut fx = Fixture::new(SignatureConfig::default());
+    // Cookies may be credentials: classified every time, never remembered.
+    let call = get("/api/v1/me").header("Cookie", "session=a;b=c=d");
+    for _ in 0..3 {
+        assert!(fx.run(&call, &[]).is_empty());
+    }
+    assert_eq!(fx.det.counters().clean_memo_hits, 0);
+    assert_eq!(fx.det.counters().values_inspected, 3);
+    // More distinct clean values than the memo holds: the overflow is counted.
+    let per_call = 100;
+    let calls = 50;
+    for n in 0..calls {
+        let query: Vec<String> = (0..per_call).map(|i| format!("p{i}=v;{n}-{i}")).collect();
+        let uri = format!("/api/v1/search?{}", query.join("&"));
+        assert!(fx.run(&get(&uri), &[]).is_empty());
+    }
+    let c = fx.det.counters();
+    let distinct = (per_call * calls) as u64;
+    assert_eq!(c.values_inspected, 3 + distinct);
+    assert_eq!(c.clean_memo_hits, 0);
+    let capacity = (memo::SETS * memo::WAYS) as u64;
+    assert!(c.clean_memo_evictions >= distinct - capacity, "{c:?}");
+    assert!(c.clean_memo_evictions < distinct, "{c:?}");
+}
+
 /// A rough cost figure for a typical benign call (printed, with a loose floor that only a
 /// pathological slowdown breaks, even in an unoptimised test build).
 #[test]
