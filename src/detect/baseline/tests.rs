@@ -767,12 +767,12 @@ fn with_context(
         resp: tx.response.as_ref(),
         ts: tx.ts(),
         key: &prepared.key,
-        endpoint: crate::alert::Endpoint {
+        endpoint: std::cell::OnceCell::from(crate::alert::Endpoint {
             host: prepared.key.host.clone(),
             method: prepared.key.method.clone(),
             route: prepared.key.template.clone(),
-        },
-        client: crate::alert::Client {
+        }),
+        client: std::cell::OnceCell::from(crate::alert::Client {
             ip: Some(prepared.identity.client_ip),
             identity: prepared
                 .identity
@@ -780,7 +780,7 @@ fn with_context(
                 .as_ref()
                 .map(|s| s.as_str().to_owned()),
             role: None,
-        },
+        }),
         identity: &prepared.identity,
         object_ids: &prepared.object_ids,
         profile: None,
