@@ -107,6 +107,18 @@ impl Default for ProfileConfig {
     }
 }
 
+/// `s` cut to at most `max` bytes at a character boundary, in place.
+fn truncate_owned(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while end > 0 && !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
 /// `s` cut to at most `max` bytes at a character boundary; `true` when it was cut.
 fn truncate_label(s: &str, max: usize) -> (String, bool) {
     if s.len() <= max {
@@ -165,13 +177,21 @@ pub struct GraphqlInfo {
 /// or ends with it (`/graphql`, `/api/graphql`, `/v1/graphql/`, `/admin-graphql`),
 /// case-insensitively.
 pub fn is_graphql_path(template: &str) -> bool {
-    let path = template.split(['?', '#']).next().unwrap_or("");
-    path.split('/').any(|seg| {
-        seg.len() >= 7
-            && seg
-                .get(seg.len() - 7..)
-                .is_some_and(|t| t.eq_ignore_ascii_case("graphql"))
-    })
+    const NAME: &[u8] = b"graphql";
+    let b = template.as_bytes();
+    let path = b
+        .get(..memchr::memchr2(b'?', b'#', b).unwrap_or(b.len()))
+        .unwrap_or(b);
+    // Called for every transaction: look only at the bytes before each segment's end instead
+    // of splitting the path into strings.
+    let ends_segment_with_name = |end: usize| {
+        end.checked_sub(NAME.len())
+            .and_then(|start| path.get(start..end))
+            .is_some_and(|t| t.eq_ignore_ascii_case(NAME))
+    };
+    memchr::memchr_iter(b'/', path)
+        .chain(std::iter::once(path.len()))
+        .any(ends_segment_with_name)
 }
 
 /// GraphQL information from a JSON request body `{"query": ..., "operationName": ...}` or a
@@ -411,8 +431,12 @@ pub struct EndpointKey {
 pub fn endpoint_host(tx: &Transaction) -> String {
     match tx.request.as_ref().and_then(|r| r.headers.get("host")) {
         Some(h) if !h.is_empty() => {
-            let h = String::from_utf8_lossy(h).to_ascii_lowercase();
-            h.strip_suffix('.').map(str::to_owned).unwrap_or(h)
+            let mut h = String::from_utf8_lossy(h).into_owned();
+            h.make_ascii_lowercase();
+            if h.ends_with('.') {
+                h.pop();
+            }
+            h
         }
         _ => match tx.conn.server {
             std::net::IpAddr::V4(a) => format!("{a}:{}", tx.conn.server_port),
@@ -431,19 +455,34 @@ impl EndpointKey {
         cfg: &ProfileConfig,
     ) -> Option<EndpointKey> {
         let req = tx.request.as_ref()?;
-        let host = endpoint_host(tx);
-        let graphql = if is_graphql_path(template) {
+        Some(EndpointKey::of_request(
+            req,
+            endpoint_host(tx),
+            template.to_owned(),
+            cfg,
+        ))
+    }
+
+    /// [`EndpointKey::from_transaction`] for a caller that already has the request's
+    /// [`endpoint_host`] and its template, which become the key's strings without a copy.
+    pub fn of_request(
+        req: &Request,
+        host: String,
+        template: String,
+        cfg: &ProfileConfig,
+    ) -> EndpointKey {
+        let graphql = if is_graphql_path(&template) {
             request_graphql(req, cfg).and_then(|g| g.op)
         } else {
             None
         };
         let max = cfg.max_label_bytes;
-        Some(EndpointKey {
-            host: truncate_label(&host, max).0,
+        EndpointKey {
+            host: truncate_owned(host, max),
             method: truncate_label(&req.method, max).0,
-            template: truncate_label(template, max.max(cfg.max_key_path_bytes)).0,
+            template: truncate_owned(template, max.max(cfg.max_key_path_bytes)),
             graphql,
-        })
+        }
     }
 
     /// `GET api.example.com/users/{id}`, with ` query GetUser` appended for GraphQL.
@@ -1764,6 +1803,61 @@ mod tests {
                 "{q}"
             );
         }
+    }
+
+    /// The faster [`is_graphql_path`] agrees with the split-based definition, including
+    /// non-ASCII bytes next to the name and `?`/`#` cutting the path.
+    #[test]
+    fn graphql_path_matches_its_definition() {
+        use proptest::prelude::*;
+        fn oracle(template: &str) -> bool {
+            let path = template.split(['?', '#']).next().unwrap_or("");
+            path.split('/').any(|seg| {
+                seg.len() >= 7
+                    && seg
+                        .get(seg.len() - 7..)
+                        .is_some_and(|t| t.eq_ignore_ascii_case("graphql"))
+            })
+        }
+        let piece = prop::sample::select(vec![
+            "/", "graphql", "GraphQL", "raphql", "g", "x-", "é", "?", "#", "ql",
+        ]);
+        proptest!(|(v in proptest::collection::vec(piece, 0..7))| {
+            let t = v.concat();
+            prop_assert_eq!(is_graphql_path(&t), oracle(&t), "{}", t);
+        });
+    }
+
+    /// Keys made from parts equal keys made from the transaction, cut labels included.
+    #[test]
+    fn key_of_request_equals_key_from_transaction() {
+        let cfg = ProfileConfig {
+            max_label_bytes: 5,
+            max_key_path_bytes: 6,
+            ..ProfileConfig::default()
+        };
+        let mut t = tx(
+            "DELETE",
+            "/graphql",
+            r#"{"query":"query Abcdefgh { a }"}"#,
+            200,
+            "",
+            0,
+            1,
+        );
+        if let Some(r) = t.request.as_mut() {
+            r.headers = headers(&[
+                ("Host", "Éxample.COM."),
+                ("Content-Type", "application/json"),
+            ]);
+        }
+        for template in ["/graphql", "/ordérs/{id}/items", "/"] {
+            let from_tx = EndpointKey::from_transaction(&t, template, &cfg).unwrap();
+            let req = t.request.as_ref().unwrap();
+            let parts = EndpointKey::of_request(req, endpoint_host(&t), template.to_owned(), &cfg);
+            assert_eq!(parts, from_tx, "{template}");
+        }
+        assert_eq!(endpoint_host(&t), "Éxample.com");
     }
 
     #[test]

@@ -106,8 +106,8 @@ impl Finding {
         Finding {
             kind,
             scope: Scope::Call,
-            endpoint: cx.endpoint.clone(),
-            client: cx.client.clone(),
+            endpoint: cx.endpoint().clone(),
+            client: cx.client().clone(),
             ts: cx.ts,
             severity: Severity::Medium,
             confidence: 0.8,
@@ -171,10 +171,12 @@ pub struct Context<'a> {
     pub key: &'a EndpointKey,
     /// [`endpoint_id`] of `key`.
     pub endpoint_id: u64,
-    /// `host`, `method`, `route` of the alert record for this call.
-    pub endpoint: Endpoint,
-    /// `ip`, `identity`, `role` of the alert record for this call.
-    pub client: Client,
+    /// `host`, `method`, `route` of the alert record for this call, made on first use
+    /// ([`Context::endpoint`]): most calls raise no finding and never need it.
+    pub endpoint: OnceCell<Endpoint>,
+    /// `ip`, `identity`, `role` of the alert record for this call, made on first use
+    /// ([`Context::client`]).
+    pub client: OnceCell<Client>,
     pub identity: &'a Identity,
     /// Path parameters of the template: (name, raw value).
     pub object_ids: &'a [(String, String)],
@@ -220,6 +222,20 @@ impl Bodies {
 }
 
 impl<'a> Context<'a> {
+    /// `host`, `method`, `route` of the alert record for this call.
+    pub fn endpoint(&self) -> &Endpoint {
+        self.endpoint.get_or_init(|| Endpoint {
+            host: self.key.host.clone(),
+            method: self.key.method.clone(),
+            route: self.key.template.clone(),
+        })
+    }
+
+    /// `ip`, `identity`, `role` of the alert record for this call.
+    pub fn client(&self) -> &Client {
+        self.client.get_or_init(|| call_client(self.identity))
+    }
+
     /// The request body as JSON, when it is JSON and within `max_json_bytes`; parsed once, on
     /// the first call.
     pub fn request_json(&self) -> Option<&Value> {
@@ -271,7 +287,7 @@ impl<'a> Context<'a> {
 
     /// The grouping key of the caller: its pseudonym, else its address.
     pub fn client_key(&self) -> String {
-        client_key(&self.client)
+        client_key(self.client())
     }
 
     /// The endpoint's label (`GET api.example.com/users/{id}`), the key detectors keep state under.
@@ -498,7 +514,6 @@ impl DetectEngine {
 
     fn run_detectors(&mut self, tx: &Transaction, req: &Request, prepared: &Prepared) {
         let resp = tx.response.as_ref();
-        let client = call_client(&prepared.identity);
         let cx = Context {
             tx,
             req,
@@ -506,12 +521,8 @@ impl DetectEngine {
             ts: tx.ts(),
             key: &prepared.key,
             endpoint_id: endpoint_id(&prepared.key),
-            endpoint: Endpoint {
-                host: prepared.key.host.clone(),
-                method: prepared.key.method.clone(),
-                route: prepared.key.template.clone(),
-            },
-            client,
+            endpoint: OnceCell::new(),
+            client: OnceCell::new(),
             identity: &prepared.identity,
             object_ids: &prepared.object_ids,
             profile: self.learner.endpoint(&prepared.key),

@@ -90,10 +90,12 @@ const MAP_ENTRY_OVERHEAD_BYTES: usize = 16;
 
 /// Estimated bytes one endpoint entry holds: key, profile and map slot.
 fn endpoint_bytes(key: &EndpointKey, profile: &EndpointProfile) -> usize {
-    let key_heap = key.host.capacity()
-        + key.method.capacity()
-        + key.template.capacity()
-        + key.graphql.as_ref().map_or(0, |(_, name)| name.capacity());
+    // Lengths, not capacities: a stored key is a clone (exact capacity) while the key of a
+    // prepared transaction may carry slack, and both must be charged the same.
+    let key_heap = key.host.len()
+        + key.method.len()
+        + key.template.len()
+        + key.graphql.as_ref().map_or(0, |(_, name)| name.len());
     std::mem::size_of::<(EndpointKey, EndpointProfile)>()
         + MAP_ENTRY_OVERHEAD_BYTES
         + key_heap
@@ -233,13 +235,13 @@ impl Learner {
         if learn_routes {
             self.routes.observe(&host, &req.method, &req.uri);
         }
-        let template = self.routes.template_of(&host, &req.method, &req.uri);
-        let key = EndpointKey::from_transaction(tx, &template.path, &self.cfg.profile)?;
-        let identity = self.identity.extract(tx);
-        let object_ids = params::path_params(&template.path, &req.uri)
+        let template = self.routes.template_of(&host, &req.method, &req.uri).path;
+        let object_ids = params::path_params(&template, &req.uri)
             .into_iter()
             .map(|(n, v)| (n.to_owned(), v.to_owned()))
             .collect();
+        let key = EndpointKey::of_request(req, host, template, &self.cfg.profile);
+        let identity = self.identity.extract(tx);
         Some(Prepared {
             key,
             identity,

@@ -768,12 +768,12 @@ fn with_context(
         ts: tx.ts(),
         key: &prepared.key,
         endpoint_id: crate::detect::endpoint_id(&prepared.key),
-        endpoint: crate::alert::Endpoint {
+        endpoint: std::cell::OnceCell::from(crate::alert::Endpoint {
             host: prepared.key.host.clone(),
             method: prepared.key.method.clone(),
             route: prepared.key.template.clone(),
-        },
-        client: crate::alert::Client {
+        }),
+        client: std::cell::OnceCell::from(crate::alert::Client {
             ip: Some(prepared.identity.client_ip),
             identity: prepared
                 .identity
@@ -781,7 +781,7 @@ fn with_context(
                 .as_ref()
                 .map(|s| s.as_str().to_owned()),
             role: None,
-        },
+        }),
         identity: &prepared.identity,
         object_ids: &prepared.object_ids,
         profile: None,

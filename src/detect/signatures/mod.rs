@@ -907,8 +907,8 @@ impl SignatureDetector {
             class_title(first.class),
             first.rule,
             first.location,
-            cx.endpoint.method,
-            cx.endpoint.route
+            cx.endpoint().method,
+            cx.endpoint().route
         );
         let matches: Vec<Value> = self
             .matches
@@ -1143,7 +1143,7 @@ impl SignatureDetector {
         let f = Finding::new(AlertKind::SecretInUrl, cx)
             .with("kinds", kinds)
             .with("secrets", items)
-            .with("identity", cx.client.identity.clone())
+            .with("identity", cx.client().identity.clone())
             .with("learned_practice", all_learned);
         if all_learned {
             // A practice the API was built with: one incident per endpoint, not per client.
@@ -1152,7 +1152,7 @@ impl SignatureDetector {
                 .confidence(0.9)
                 .summary(format!(
                     "Clients of {} {} routinely send a {} in the URL ({}), where proxies and logs keep it.",
-                    cx.endpoint.method, cx.endpoint.route, first.kind, first.location
+                    cx.endpoint().method, cx.endpoint().route, first.kind, first.location
                 ))
         } else {
             f.severity(Severity::High).confidence(0.9).summary(format!(
@@ -1226,7 +1226,7 @@ impl SignatureDetector {
                 .with("credential_kinds", kinds)
                 .with("server", server.to_string())
                 .with("server_port", cx.tx.conn.server_port)
-                .with("identity", cx.client.identity.clone())
+                .with("identity", cx.client().identity.clone())
                 .with(
                     "basic_user",
                     cx.identity
@@ -1357,8 +1357,8 @@ impl SignatureDetector {
         let baseline_calls = cx.profile.map_or(0, |p| p.calls);
         let summary = format!(
             "Response of {} {} carries {} never seen in its {} learned calls.",
-            cx.endpoint.method,
-            cx.endpoint.route,
+            cx.endpoint().method,
+            cx.endpoint().route,
             kinds.join(", "),
             baseline_calls
         );
@@ -1398,7 +1398,10 @@ impl SignatureDetector {
         let first = &self.url_exposures[0];
         let summary = format!(
             "A {} was sent in the URL of {} {} ({}), where access logs keep it.",
-            first.kind, cx.endpoint.method, cx.endpoint.route, first.path
+            first.kind,
+            cx.endpoint().method,
+            cx.endpoint().route,
+            first.path
         );
         let items: Vec<Value> = self
             .url_exposures

@@ -169,16 +169,16 @@ impl Fixture {
             ts: tx.ts(),
             key: &key,
             endpoint_id: crate::detect::endpoint_id(&key),
-            endpoint: Endpoint {
+            endpoint: std::cell::OnceCell::from(Endpoint {
                 host: key.host.clone(),
                 method: key.method.clone(),
                 route: key.template.clone(),
-            },
-            client: Client {
+            }),
+            client: std::cell::OnceCell::from(Client {
                 ip: Some(identity.client_ip),
                 identity: identity.subject.as_ref().map(|s| s.as_str().to_owned()),
                 role: None,
-            },
+            }),
             identity: &identity,
             object_ids: &[],
             profile: profile.as_ref(),
