@@ -911,6 +911,8 @@ pub struct RateEstimate {
 #[serde(deny_unknown_fields)]
 pub struct HourOfWeekRate {
     /// Invariant: exactly [`HOURS_PER_WEEK`] buckets, or none before the first event.
+    /// Saved sparsely (see [`week_buckets`]): most callers are seen in a few hours of the week.
+    #[serde(with = "week_buckets")]
     buckets: Vec<HourBucket>,
     /// Clock hour (hours since the epoch) of the first event.
     first_hour: Option<u64>,
@@ -1181,6 +1183,120 @@ fn add_closed(me: &mut HourOfWeekRate, o: &HourOfWeekRate) {
         }
     }
     me.late = me.late.saturating_add(o.late);
+}
+
+/// The saved form of [`HourOfWeekRate`]'s buckets. A caller active a few hours of the week
+/// would otherwise write 168 mostly empty buckets; a model of a few thousand callers was 90%
+/// empty buckets, and loading it was a visible share of a detection run.
+///
+/// Written as `[]` before any bucket exists, else as
+/// `{"hours_of_week": 168, "nonzero": [[index, hours, sum, sum_sq], ...]}` with indices
+/// strictly ascending, so a series reads back exactly as it was. Models written before this
+/// form hold the dense list of 168 bucket objects; both are read.
+mod week_buckets {
+    use super::{HourBucket, HOURS_PER_WEEK};
+    use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+    use serde::{Deserialize, Serialize};
+    use std::fmt;
+
+    const LEN: &str = "hours_of_week";
+    const NONZERO: &str = "nonzero";
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    enum Field {
+        #[serde(rename = "hours_of_week")]
+        Len,
+        #[serde(rename = "nonzero")]
+        Nonzero,
+    }
+
+    pub fn serialize<S: Serializer>(buckets: &[HourBucket], s: S) -> Result<S::Ok, S::Error> {
+        if buckets.is_empty() {
+            // Nothing closed yet: the same `[]` as the dense form.
+            return s.serialize_seq(Some(0))?.end();
+        }
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry(LEN, &buckets.len())?;
+        m.serialize_entry(NONZERO, &Nonzero(buckets))?;
+        m.end()
+    }
+
+    struct Nonzero<'a>(&'a [HourBucket]);
+
+    impl Serialize for Nonzero<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let empty = HourBucket::default();
+            let mut seq = s.serialize_seq(None)?;
+            for (i, b) in self.0.iter().enumerate().filter(|(_, b)| **b != empty) {
+                seq.serialize_element(&(i, b.hours, b.sum, b.sum_sq))?;
+            }
+            seq.end()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HourBucket>, D::Error> {
+        d.deserialize_any(BucketsVisitor)
+    }
+
+    struct BucketsVisitor;
+
+    impl<'de> Visitor<'de> for BucketsVisitor {
+        type Value = Vec<HourBucket>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(
+                f,
+                "hour-of-week buckets: {{\"{LEN}\", \"{NONZERO}\"}} or a list of {HOURS_PER_WEEK}"
+            )
+        }
+
+        /// The dense form of older models.
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(b) = seq.next_element::<HourBucket>()? {
+                if out.len() == HOURS_PER_WEEK {
+                    return Err(de::Error::invalid_length(out.len() + 1, &self));
+                }
+                out.push(b);
+            }
+            if !out.is_empty() && out.len() != HOURS_PER_WEEK {
+                return Err(de::Error::invalid_length(out.len(), &self));
+            }
+            Ok(out)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut len: Option<usize> = None;
+            let mut entries: Option<Vec<(usize, u32, u64, u64)>> = None;
+            while let Some(key) = map.next_key::<Field>()? {
+                match key {
+                    Field::Len if len.is_none() => len = Some(map.next_value()?),
+                    Field::Nonzero if entries.is_none() => entries = Some(map.next_value()?),
+                    Field::Len => return Err(de::Error::duplicate_field(LEN)),
+                    Field::Nonzero => return Err(de::Error::duplicate_field(NONZERO)),
+                }
+            }
+            let len = len.ok_or_else(|| de::Error::missing_field(LEN))?;
+            let entries = entries.ok_or_else(|| de::Error::missing_field(NONZERO))?;
+            if len != 0 && len != HOURS_PER_WEEK {
+                return Err(de::Error::custom(format!(
+                    "{LEN} is {len}; it must be 0 or {HOURS_PER_WEEK}"
+                )));
+            }
+            let mut out = vec![HourBucket::default(); len];
+            let mut next = 0;
+            for (i, hours, sum, sum_sq) in entries {
+                let slot = out.get_mut(i).filter(|_| i >= next).ok_or_else(|| {
+                    de::Error::custom(format!("bucket index {i} out of order or not below {len}"))
+                })?;
+                *slot = HourBucket { hours, sum, sum_sq };
+                next = i + 1;
+            }
+            Ok(out)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1617,5 +1733,93 @@ mod tests {
         );
         let json = serde_json::to_string(&a).unwrap();
         assert_eq!(serde_json::from_str::<HourOfWeekRate>(&json).unwrap(), a);
+    }
+
+    #[test]
+    fn hour_of_week_is_saved_sparsely_and_reads_back_exactly() {
+        let fresh = HourOfWeekRate::new();
+        // Begun, nothing closed, and a late call of none: allocated, every bucket empty.
+        let mut begun = HourOfWeekRate::new();
+        begun.observe(at_hour(3), 2);
+        begun.observe(at_hour(2), 0);
+        assert_eq!(begun.buckets, vec![HourBucket::default(); HOURS_PER_WEEK]);
+        let mut busy = HourOfWeekRate::new();
+        for (h, n) in [
+            (5, 4),
+            (6, 0),
+            (29, 7),
+            (29, 1),
+            (200, 3),
+            (201, 9),
+            (1000, 2),
+        ] {
+            busy.observe(at_hour(h), n);
+        }
+        busy.observe(at_hour(100), 5); // late
+        for r in [&fresh, &begun, &busy] {
+            let json = serde_json::to_string(r).unwrap();
+            let back: HourOfWeekRate = serde_json::from_str(&json).unwrap();
+            assert_eq!(&back, r, "{json}");
+            assert_eq!(back.heap_bytes(), r.heap_bytes());
+            let nonzero = r
+                .buckets
+                .iter()
+                .filter(|b| **b != HourBucket::default())
+                .count();
+            assert_eq!(
+                json.matches("],[").count() + usize::from(nonzero > 0),
+                nonzero,
+                "{json}"
+            );
+        }
+        assert!(busy.buckets.iter().filter(|b| b.hours > 0).count() > 100);
+        let json = serde_json::to_string(&busy).unwrap();
+        assert!(json.len() < 3 * 1024, "{} bytes", json.len());
+    }
+
+    #[test]
+    fn hour_of_week_reads_the_dense_form_of_older_models() {
+        let mut r = HourOfWeekRate::new();
+        for (h, n) in [(1, 4), (2, 6), (170, 1)] {
+            r.observe(at_hour(h), n);
+        }
+        let mut dense = serde_json::to_value(&r).unwrap();
+        dense["buckets"] = serde_json::to_value(&r.buckets).unwrap();
+        assert_eq!(dense["buckets"].as_array().unwrap().len(), HOURS_PER_WEEK);
+        assert_eq!(serde_json::from_value::<HourOfWeekRate>(dense).unwrap(), r);
+    }
+
+    #[test]
+    fn hour_of_week_rejects_malformed_buckets() {
+        let with = |buckets: &str| {
+            format!(
+                r#"{{"buckets":{buckets},"first_hour":1,"open_hour":1,"open_calls":0,"first_calls":0,"late":0}}"#
+            )
+        };
+        let ok = with(r#"{"hours_of_week":168,"nonzero":[[0,1,2,4],[167,1,1,1]]}"#);
+        assert!(serde_json::from_str::<HourOfWeekRate>(&ok).is_ok(), "{ok}");
+        for bad in [
+            r#"{"hours_of_week":24,"nonzero":[]}"#,
+            r#"{"hours_of_week":0,"nonzero":[[0,1,1,1]]}"#,
+            r#"{"hours_of_week":168,"nonzero":[[168,1,1,1]]}"#,
+            r#"{"hours_of_week":168,"nonzero":[[9,1,1,1],[3,1,1,1]]}"#,
+            r#"{"hours_of_week":168,"nonzero":[[9,1,1,1],[9,1,1,1]]}"#,
+            r#"{"hours_of_week":168,"nonzero":[[-1,1,1,1]]}"#,
+            r#"{"hours_of_week":168}"#,
+            r#"{"nonzero":[]}"#,
+            r#"{"hours_of_week":168,"hours_of_week":168,"nonzero":[]}"#,
+            r#"{"hours_of_week":168,"nonzero":[],"extra":1}"#,
+            r#"[{"hours":1,"sum":1,"sum_sq":1}]"#,
+            "7",
+        ] {
+            let json = with(bad);
+            assert!(
+                serde_json::from_str::<HourOfWeekRate>(&json).is_err(),
+                "{json}"
+            );
+        }
+        let full = vec![HourBucket::default(); HOURS_PER_WEEK + 1];
+        let json = with(&serde_json::to_string(&full).unwrap());
+        assert!(serde_json::from_str::<HourOfWeekRate>(&json).is_err());
     }
 }
