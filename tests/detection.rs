@@ -119,9 +119,11 @@ fn scenario_suite_recall_precision_and_false_alerts() {
             "SKIP impossible_travel: APITAP_CORPUS is not set (or lacks mmdb/test-data/GeoLite2-City-Test.mmdb); its recall is not measured"
         );
     }
-    let detect = |pcap: &str, out: &str| {
+    let detect = |pcap: &str, out: &str, threads: &str| {
         let mut args = vec![
             "detect",
+            "--threads",
+            threads,
             "--config",
             "apitap.toml",
             "--spec",
@@ -140,8 +142,15 @@ fn scenario_suite_recall_precision_and_false_alerts() {
         apitap(&args, d);
         read_alerts(&d.join(out))
     };
-    let benign = detect("benign.pcap", "benign-alerts.jsonl");
-    let attack = detect("attack.pcap", "attack-alerts.jsonl");
+    let benign = detect("benign.pcap", "benign-alerts.jsonl", "2");
+    let attack = detect("attack.pcap", "attack-alerts.jsonl", "2");
+    // One thread gives the same bytes as the two-stage pipeline.
+    detect("attack.pcap", "attack-alerts-1.jsonl", "1");
+    let read = |f: &str| std::fs::read(d.join(f)).unwrap();
+    assert!(
+        read("attack-alerts.jsonl") == read("attack-alerts-1.jsonl"),
+        "detect --threads 1 and --threads 2 differ on the attack hour"
+    );
     let labels = labels::parse_lines(&std::fs::read_to_string(d.join("labels.jsonl")).unwrap())
         .expect("labels");
 
