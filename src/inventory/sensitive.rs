@@ -7,9 +7,9 @@
 //!   and, for JSON, the set of kinds per key path.
 //! - Scans are linear in the input: a few passes (an Aho-Corasick automaton over fixed
 //!   prefixes, byte loops for key words, digit runs and IBANs, memchr for `@`), each
-//!   candidate examined within a bounded window. No regex, no backtracking. The byte loops
-//!   skip to their candidate bytes (memchr for key words; blocks of 16 bytes tested at once
-//!   for numbers): response bodies are scanned whole on every call.
+//!   candidate examined within a bounded window. No regex, no backtracking. The key-word and
+//!   digit-run loops skip to their candidates testing 16 positions at once: response bodies
+//!   are scanned whole on every call.
 //! - [`classify`] allocates nothing; the caller bounds the input (bodies are already capped).
 //!   [`classify_json_fields`] allocates key paths, bounded by [`JsonScanConfig`].
 //! - Recognisers are conservative, because ordinary API data (ids, prices, timestamps, UUIDs)
@@ -193,21 +193,39 @@ impl Serialize for KindSet {
 
 /// Counts the sensitive data in `bytes` (a body, query string or header value) into `out`.
 pub fn classify(bytes: &[u8], out: &mut SensitiveCounts) {
-    scan_prefixed_tokens(bytes, out);
+    scan_prefixed_tokens(bytes, true, out);
     scan_keys(bytes, out);
     scan_numbers(bytes, out);
     scan_ibans(bytes, out);
     scan_emails(bytes, out);
 }
 
-/// [`classify`] restricted to the scans that can find a kind in `wanted`: the IBAN and e-mail
-/// scans are skipped when neither kind is wanted (they are the costliest on ordinary JSON, which
-/// is full of `@`-free text and letter-digit runs). Kinds outside `wanted` may still be reported
-/// by the scans that run.
+/// [`classify`] restricted to the scans that can find a kind in `wanted`, for callers that
+/// judge a few kinds on every body or URL value. Each kind comes from exactly one scan (vendor
+/// prefixes; keys; digit runs; IBANs; e-mail addresses), so the wanted kinds count exactly as
+/// [`classify`] counts them; a scan none of whose kinds is wanted is skipped, and JWT
+/// candidates are not decoded unless JWTs are wanted (login responses are full of them).
+/// Kinds outside `wanted` may still be reported by the scans that run.
 pub fn classify_wanted(bytes: &[u8], wanted: KindSet, out: &mut SensitiveCounts) {
-    scan_prefixed_tokens(bytes, out);
-    scan_keys(bytes, out);
-    scan_numbers(bytes, out);
+    use SensitiveKind::*;
+    let any = |kinds: &[SensitiveKind]| kinds.iter().any(|k| wanted.contains(*k));
+    if any(&[
+        Jwt,
+        PemPrivateKey,
+        AwsAccessKeyId,
+        GithubToken,
+        StripeKey,
+        SlackToken,
+        GoogleApiKey,
+    ]) {
+        scan_prefixed_tokens(bytes, wanted.contains(Jwt), out);
+    }
+    if any(&[PasswordField, AwsSecretKey]) {
+        scan_keys(bytes, out);
+    }
+    if any(&[CardNumber, UsSsn, Phone]) {
+        scan_numbers(bytes, out);
+    }
     if wanted.contains(SensitiveKind::Iban) {
         scan_ibans(bytes, out);
     }
@@ -254,66 +272,57 @@ const PREFIXES: [&str; 19] = [
     "xoxr-",
     "xoxs-",
     "AIza",
-    "eyJ",
     "-----BEGIN ",
+    // Last, so that the automaton without it numbers the other prefixes the same.
+    "eyJ",
 ];
 
 /// `None` only if the constant patterns failed to build, which the tests rule out.
-static PREFIX_AC: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+static PREFIX_AC: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| prefix_automaton(&PREFIXES));
+
+/// The same without the JWT prefix, for scans that do not want JWTs: login responses carry
+/// `eyJ` at every token, and no other prefix starts inside one, so dropping it changes no
+/// other match.
+static PREFIX_AC_NO_JWT: LazyLock<Option<AhoCorasick>> =
+    LazyLock::new(|| prefix_automaton(PREFIXES.get(..PREFIXES.len() - 1).unwrap_or(&[])));
+
+fn prefix_automaton(patterns: &[&str]) -> Option<AhoCorasick> {
     AhoCorasickBuilder::new()
         .match_kind(MatchKind::LeftmostLongest)
-        .build(PREFIXES)
+        .build(patterns)
         .ok()
-});
+}
 
-/// The words that start or end a password- or secret-like key (`pass`, `pwd`, `secret`) in
-/// `b`, case-insensitively: leftmost first, each search resuming at the end of the previous
-/// match, as a leftmost Aho-Corasick automaton over the three words would yield them.
-///
-/// No two words match at one position (they differ in their first two letters), so the next
-/// match is the nearer of the next `pass`/`pwd` and the next `secret`. Those are found with
-/// memchr on one byte in both cases: `p` for the first two, the `c` of `secret` (rarer in
-/// API text than its `s` or `e`). Each family's next match is kept until the search passes
-/// it, so a body of many matches of one word is still scanned once for the other.
+/// Words that start or end a password- or secret-like key, matched case-insensitively. No
+/// two match at one position: they differ in their first two letters.
+const KEY_WORDS: [&[u8]; 3] = [b"pass", b"pwd", b"secret"];
+
+/// Positions tested at once when skipping to the next possible key word.
+const KEY_BLOCK: usize = 16;
+
+/// The offset of the first position `j < KEY_BLOCK` in `w` where a key word may start: `pa`,
+/// `pw` or `sec` in any case. As in [`first_start_in_block`], the per-position tests are
+/// branch-free and folded into one integer so that the block is tested with vector
+/// instructions; the caller confirms the whole word.
+fn first_key_word_in_block(w: &[u8; KEY_BLOCK + 2]) -> Option<usize> {
+    let mut hits = [0u8; KEY_BLOCK];
+    for (j, slot) in hits.iter_mut().enumerate() {
+        // `| 0x20` folds ASCII upper case to lower case; no other byte folds to a letter.
+        let (a, b, c) = (w[j] | 0x20, w[j + 1] | 0x20, w[j + 2] | 0x20);
+        let pass_or_pwd = (a == b'p') & ((b == b'a') | (b == b'w'));
+        let secret = (a == b's') & (b == b'e') & (c == b'c');
+        *slot = u8::from(pass_or_pwd | secret);
+    }
+    let bits = u128::from_le_bytes(hits);
+    (bits != 0).then_some(bits.trailing_zeros() as usize / 8)
+}
+
+/// The key words in `b`: leftmost first, each search resuming at the end of the previous
+/// match, as a leftmost Aho-Corasick automaton over [`KEY_WORDS`] would yield them (at most
+/// one word matches at a position, so leftmost-first and leftmost-longest agree).
 struct KeyWords<'a> {
     b: &'a [u8],
     from: usize,
-    /// The first `pass`/`pwd` and `secret` at or after some earlier `from`: `None` when not
-    /// looked for yet or passed, `Some(None)` when there is none left.
-    pass: Option<Option<usize>>,
-    secret: Option<Option<usize>>,
-}
-
-impl<'a> KeyWords<'a> {
-    fn new(b: &'a [u8]) -> KeyWords<'a> {
-        KeyWords {
-            b,
-            from: 0,
-            pass: None,
-            secret: None,
-        }
-    }
-
-    fn word_at(&self, at: usize, w: &[u8]) -> bool {
-        self.b
-            .get(at..at + w.len())
-            .is_some_and(|t| t.eq_ignore_ascii_case(w))
-    }
-
-    fn next_pass(&self) -> Option<usize> {
-        let rest = self.b.get(self.from..)?;
-        memchr::memchr2_iter(b'p', b'P', rest)
-            .map(|p| self.from + p)
-            .find(|&at| self.word_at(at, b"pass") || self.word_at(at, b"pwd"))
-    }
-
-    fn next_secret(&self) -> Option<usize> {
-        // `secret` starts two bytes before its `c`.
-        let rest = self.b.get(self.from + 2..)?;
-        memchr::memchr2_iter(b'c', b'C', rest)
-            .map(|p| self.from + p)
-            .find(|&at| self.word_at(at, b"secret"))
-    }
 }
 
 impl Iterator for KeyWords<'_> {
@@ -321,29 +330,40 @@ impl Iterator for KeyWords<'_> {
     type Item = (usize, usize);
 
     fn next(&mut self) -> Option<(usize, usize)> {
-        let from = self.from;
-        let stale = |c: Option<Option<usize>>| c.is_none_or(|p| p.is_some_and(|p| p < from));
-        if stale(self.pass) {
-            self.pass = Some(self.next_pass());
+        let mut i = self.from;
+        loop {
+            let block = self
+                .b
+                .get(i..i + KEY_BLOCK + 2)
+                .and_then(|w| <&[u8; KEY_BLOCK + 2]>::try_from(w).ok());
+            let at = match block {
+                Some(w) => match first_key_word_in_block(w) {
+                    Some(k) => i + k,
+                    None => {
+                        i += KEY_BLOCK;
+                        continue;
+                    }
+                },
+                // The last bytes: every position is confirmed directly.
+                None if i < self.b.len() => i,
+                None => return None,
+            };
+            for w in KEY_WORDS {
+                let word = self.b.get(at..at + w.len());
+                if word.is_some_and(|t| t.eq_ignore_ascii_case(w)) {
+                    self.from = at + w.len();
+                    return Some((at, at + w.len()));
+                }
+            }
+            i = at + 1;
         }
-        if stale(self.secret) {
-            self.secret = Some(self.next_secret());
-        }
-        let pass = self.pass.flatten();
-        let secret = self.secret.flatten();
-        let (start, len) = match (pass, secret) {
-            (Some(p), Some(s)) if s < p => (s, 6),
-            (Some(p), _) => (p, if self.word_at(p, b"pass") { 4 } else { 3 }),
-            (None, Some(s)) => (s, 6),
-            (None, None) => return None,
-        };
-        self.from = start + len;
-        Some((start, start + len))
     }
 }
 
-fn scan_prefixed_tokens(b: &[u8], out: &mut SensitiveCounts) {
-    let Some(ac) = PREFIX_AC.as_ref() else {
+/// Vendor tokens, keys and (when `jwt`) JSON Web Tokens, by their prefixes.
+fn scan_prefixed_tokens(b: &[u8], jwt: bool, out: &mut SensitiveCounts) {
+    let automaton = if jwt { &PREFIX_AC } else { &PREFIX_AC_NO_JWT };
+    let Some(ac) = automaton.as_ref() else {
         return;
     };
     for m in ac.find_iter(b) {
@@ -541,7 +561,7 @@ pub fn is_aws_secret_value(v: &[u8]) -> bool {
 
 fn scan_keys(b: &[u8], out: &mut SensitiveCounts) {
     let mut done_until = 0usize;
-    for (m_start, m_end) in KeyWords::new(b) {
+    for (m_start, m_end) in (KeyWords { b, from: 0 }) {
         if m_start < done_until {
             continue;
         }
@@ -1311,6 +1331,8 @@ mod tests {
     #[test]
     fn automata_build() {
         assert!(PREFIX_AC.is_some());
+        assert!(PREFIX_AC_NO_JWT.is_some());
+        assert_eq!(PREFIXES.last(), Some(&"eyJ"));
     }
 
     #[test]
@@ -1667,7 +1689,7 @@ mod tests {
             let ac = AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
                 .match_kind(MatchKind::LeftmostLongest)
-                .build(["pass", "pwd", "secret"])
+                .build(KEY_WORDS)
                 .unwrap();
             let mut done_until = 0usize;
             for m in ac.find_iter(b) {
@@ -1742,6 +1764,65 @@ mod tests {
                 oracle::scan_numbers(input.as_bytes(), &mut slow);
                 assert_eq!(fast, slow, "input {input:?}");
                 assert_eq!(fast.get(CardNumber), want, "input {input:?}");
+            }
+        }
+    }
+
+    /// The kinds asked for count exactly as in a full classification; skipped scans only
+    /// leave out kinds nobody asked for.
+    #[test]
+    fn classify_wanted_counts_the_wanted_kinds_as_classify_does() {
+        let input = format!(
+            "{JWT} DE89370400440532013000 alice@example.com 4111 1111 1111 1111 \
+             +14155552671 password=x ghp_{} 123-45-6789",
+            "a1B2c3D4e5".repeat(4).get(..36).unwrap_or("")
+        );
+        let mut all = SensitiveCounts::default();
+        classify(input.as_bytes(), &mut all);
+        assert_eq!(all.iter().count(), 8, "{all:?}");
+        let singles = SensitiveKind::ALL.map(|k| [k]);
+        let sets: [&[SensitiveKind]; 4] = [
+            &SensitiveKind::ALL,
+            &[CardNumber, UsSsn, GithubToken, PasswordField],
+            &[Jwt, StripeKey, AwsSecretKey],
+            &[Iban, Email],
+        ];
+        for kinds in sets.into_iter().chain(singles.iter().map(|k| &k[..])) {
+            let mut wanted = KindSet::default();
+            for k in kinds {
+                wanted.insert(*k);
+            }
+            let mut got = SensitiveCounts::default();
+            classify_wanted(input.as_bytes(), wanted, &mut got);
+            for k in kinds {
+                assert_eq!(got.get(*k), all.get(*k), "{k:?} wanted as {kinds:?}");
+            }
+            if !wanted.contains(Jwt) {
+                assert_eq!(got.get(Jwt), 0, "JWTs not decoded unless wanted");
+            }
+        }
+    }
+
+    /// Key words at every offset of the 16-position blocks the key-word scan skips by, and
+    /// near the end of the input, where positions are confirmed one by one.
+    #[test]
+    fn key_words_are_found_at_every_block_offset() {
+        for pad in 0..40 {
+            for (key, want) in [
+                ("PaSsWoRd=1", 1),
+                ("pwd: 2", 1),
+                ("SECRET=x", 1),
+                ("pas=1", 0),
+            ] {
+                for tail in ["", " and more text after the key"] {
+                    let input = format!("{} {key}{tail}", "a".repeat(pad));
+                    let (mut fast, mut slow) =
+                        (SensitiveCounts::default(), SensitiveCounts::default());
+                    scan_keys(input.as_bytes(), &mut fast);
+                    oracle::scan_keys(input.as_bytes(), &mut slow);
+                    assert_eq!(fast, slow, "input {input:?}");
+                    assert_eq!(fast.get(PasswordField), want, "input {input:?}");
+                }
             }
         }
     }

@@ -7,15 +7,12 @@
 //! `{{name}}` and `c++ books` all contain the raw material of an attack and must stay quiet.
 //!
 //! Invariants:
-//! - Linear and bounded: one Aho-Corasick pass decides whether a value could be an attack at
-//!   all ([`could_be_attack`]); the recognisers then make at most a few passes over at most
+//! - Linear and bounded: one pass over a byte table decides whether a value could be an attack
+//!   at all ([`could_be_attack`]); the recognisers then make at most a few passes over at most
 //!   [`MAX_SQL_TOKENS`] tokens or a bounded window. No regex, no backtracking, no allocation.
 //! - A [`Hit`] gives offsets into the value it was given, so the caller chooses how much of it
 //!   may be shown (it masks credentials).
 //! - Percent-decoding is the caller's ([`decode_into`]); recognisers see the decoded bytes.
-
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use std::sync::LazyLock;
 
 /// An injection class, as named in evidence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -176,8 +173,8 @@ pub fn decode_into(
 // Prefilter
 // ---------------------------------------------------------------------------------------------
 
-/// Substrings without which no recogniser below can fire. Most API values (ids, names, dates,
-/// amounts, emails) contain none and cost one automaton pass.
+/// Substrings without which no recogniser below can fire (ASCII case-insensitive). Most API
+/// values (ids, names, dates, amounts, emails) contain none and cost one pass.
 const TRIGGERS: [&str; 26] = [
     "order by",
     "'",
@@ -207,20 +204,41 @@ const TRIGGERS: [&str; 26] = [
     "&",
 ];
 
-static TRIGGER_AC: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
-    AhoCorasickBuilder::new()
-        .ascii_case_insensitive(true)
-        .match_kind(MatchKind::LeftmostFirst)
-        .build(TRIGGERS)
-        .ok()
-});
-
-/// False when no recogniser could fire on `v`; true (conservatively) otherwise.
-pub fn could_be_attack(v: &[u8]) -> bool {
-    match TRIGGER_AC.as_ref() {
-        Some(ac) => ac.is_match(v),
-        None => true,
+/// For every byte value, the triggers that start with it in either case, as a bit set over
+/// the indices of [`TRIGGERS`]: one table load per byte of a value.
+static TRIGGER_STARTS: [u32; 256] = {
+    assert!(TRIGGERS.len() <= 32);
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < TRIGGERS.len() {
+        let first = TRIGGERS[i].as_bytes()[0];
+        t[first.to_ascii_lowercase() as usize] |= 1 << i;
+        t[first.to_ascii_uppercase() as usize] |= 1 << i;
+        i += 1;
     }
+    t
+};
+
+/// False when no recogniser could fire on `v`: it holds none of [`TRIGGERS`], in any case.
+/// Called on every value a request carries, most of them a few bytes long, so it is a plain
+/// loop over a byte table (no automaton set up per call); only at bytes that start a
+/// trigger are the triggers starting there compared.
+pub fn could_be_attack(v: &[u8]) -> bool {
+    for (i, &c) in v.iter().enumerate() {
+        let mut starts = TRIGGER_STARTS.get(usize::from(c)).copied().unwrap_or(0);
+        while starts != 0 {
+            let t = TRIGGERS
+                .get(starts.trailing_zeros() as usize)
+                .map_or(&b""[..], |t| t.as_bytes());
+            starts &= starts - 1;
+            if v.get(i..i + t.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(t))
+            {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Runs every value recogniser on a decoded value; the first hit in a fixed class order wins.
@@ -1318,6 +1336,8 @@ pub fn xss(v: &[u8]) -> Option<Hit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aho_corasick::{AhoCorasickBuilder, MatchKind};
+    use proptest::strategy::Strategy;
 
     /// Scans `input` as a decoded value; compares (class, rule) with `want`.
     fn check(input: &str, want: Option<(InjectionClass, &str)>) {
@@ -1327,9 +1347,44 @@ mod tests {
 
     use InjectionClass::*;
 
+    /// The prefilter as first written, an automaton over [`TRIGGERS`]: the oracle.
+    fn could_be_attack_oracle(v: &[u8]) -> bool {
+        AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(TRIGGERS)
+            .unwrap()
+            .is_match(v)
+    }
+
     #[test]
-    fn automaton_builds() {
-        assert!(TRIGGER_AC.is_some());
+    fn the_prefilter_passes_every_trigger_in_any_case_and_place() {
+        for t in TRIGGERS {
+            for v in [
+                t.to_owned(),
+                t.to_ascii_uppercase(),
+                format!("abc {t}"),
+                format!("{t}xyz"),
+                format!("Mozilla{}Firefox", t.to_ascii_uppercase()),
+            ] {
+                assert!(could_be_attack(v.as_bytes()), "{v:?}");
+                assert!(could_be_attack_oracle(v.as_bytes()), "{v:?}");
+            }
+        }
+        for v in [
+            "",
+            "89.160.20.120",
+            "BankApp/7.2.4 (Android 14) Pixel 8",
+            "orders by date",
+            "data:text/htm",
+            "/etc",
+            "scrip:",
+            "sleeP",
+        ] {
+            let want = v.eq_ignore_ascii_case("sleeP");
+            assert_eq!(could_be_attack(v.as_bytes()), want, "{v:?}");
+            assert_eq!(could_be_attack_oracle(v.as_bytes()), want, "{v:?}");
+        }
     }
 
     #[test]
@@ -1575,6 +1630,29 @@ mod tests {
             from in 0usize..70,
         ) {
             proptest::prop_assert_eq!(find_ci(&hay, needle, from), find_ci_oracle(&hay, needle, from));
+        }
+
+        #[test]
+        fn the_prefilter_agrees_with_its_automaton(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(TRIGGERS.to_vec()).prop_map(|t| {
+                        // A trigger cut short or in upper case, or whole.
+                        let b = t.as_bytes();
+                        vec![b[..b.len().saturating_sub(1)].to_vec(), t.to_ascii_uppercase().into_bytes(), b.to_vec()]
+                    }),
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4).prop_map(|b| vec![b]),
+                ],
+                0..12,
+            ),
+            pick in proptest::collection::vec(0usize..3, 12),
+        ) {
+            let v: Vec<u8> = parts
+                .iter()
+                .zip(&pick)
+                .flat_map(|(alts, &k)| alts.get(k).or(alts.first()).cloned().unwrap_or_default())
+                .collect();
+            proptest::prop_assert_eq!(could_be_attack(&v), could_be_attack_oracle(&v), "{:?}", String::from_utf8_lossy(&v));
         }
 
         #[test]

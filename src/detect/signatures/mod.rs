@@ -345,11 +345,30 @@ struct UrlSecret {
     learned: bool,
 }
 
+/// What one request header name means to this detector: the configuration's lists
+/// (`api_key_headers`, `skip_headers`, `inspect_headers`) and the two headers read apart
+/// (`Authorization`, `Cookie`), found with one lookup per header rather than one per list.
+#[derive(Clone, Copy, Default)]
+struct HeaderRole {
+    api_key: bool,
+    skip: bool,
+    inspect: bool,
+    authorization: bool,
+    cookie: bool,
+}
+
 /// The five signature kinds; see the module documentation.
 pub struct SignatureDetector {
     cfg: SignatureConfig,
+    /// Every header name the configuration lists, lower-cased, with its role.
+    header_roles: Vec<(Vec<u8>, HeaderRole)>,
     tls_nets: Vec<IpNet>,
     response_kinds: KindSet,
+    /// Kinds judged in a URL value: the token kinds (`secret_in_url`) and the personal kinds
+    /// of `response_kinds` (`sensitive_data` in URLs); the only kinds URL checks read.
+    url_kinds: KindSet,
+    /// The token kinds alone, for path segments.
+    token_kinds: KindSet,
     password_hash: bool,
     ignored: [bool; PROTOCOL_RULES.len()],
     counters: SignatureCounters,
@@ -382,6 +401,41 @@ impl SignatureDetector {
         for k in cfg.response_kinds.iter().filter_map(|k| sensitive_kind(k)) {
             response_kinds.insert(k);
         }
+        let mut token_kinds = KindSet::default();
+        for k in TOKEN_KINDS {
+            token_kinds.insert(k);
+        }
+        let mut url_kinds = token_kinds;
+        for k in URL_PERSONAL_KINDS {
+            if response_kinds.contains(k) {
+                url_kinds.insert(k);
+            }
+        }
+        let mut header_roles: Vec<(Vec<u8>, HeaderRole)> = Vec::new();
+        let lists = [
+            &cfg.api_key_headers,
+            &cfg.skip_headers,
+            &cfg.inspect_headers,
+        ];
+        let names = lists.into_iter().flatten().map(|n| n.as_bytes());
+        for name in names.chain([&b"authorization"[..], b"cookie"]) {
+            let name = name.to_ascii_lowercase();
+            if header_roles.iter().any(|(n, _)| *n == name) {
+                continue;
+            }
+            let listed = |list: &[String]| {
+                list.iter()
+                    .any(|h| h.as_bytes().eq_ignore_ascii_case(&name))
+            };
+            let role = HeaderRole {
+                api_key: listed(&cfg.api_key_headers),
+                skip: listed(&cfg.skip_headers),
+                inspect: listed(&cfg.inspect_headers),
+                authorization: name == b"authorization",
+                cookie: name == b"cookie",
+            };
+            header_roles.push((name, role));
+        }
         let mut ignored = [false; PROTOCOL_RULES.len()];
         for (slot, r) in ignored.iter_mut().zip(PROTOCOL_RULES.iter()) {
             *slot = cfg.ignore_anomalies.iter().any(|a| a == r.flag);
@@ -393,8 +447,11 @@ impl SignatureDetector {
                 .filter_map(|s| parse_net(s))
                 .collect(),
             response_kinds,
+            url_kinds,
+            token_kinds,
             password_hash: cfg.response_kinds.iter().any(|k| k == PASSWORD_HASH),
             ignored,
+            header_roles,
             cfg: cfg.clone(),
             counters: SignatureCounters::default(),
             buf: Vec::new(),
@@ -685,8 +742,12 @@ impl SignatureDetector {
     }
 
     fn inspect_header(&mut self, name: &[u8], value: &[u8]) {
-        let is = |list: &[String]| list.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name));
-        if name.eq_ignore_ascii_case(b"authorization") {
+        let role = self
+            .header_roles
+            .iter()
+            .find(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+            .map_or(HeaderRole::default(), |(_, r)| *r);
+        if role.authorization {
             let scheme = value.split(|&c| c == b' ').next().unwrap_or(&[]);
             let kind = if scheme.eq_ignore_ascii_case(b"basic") {
                 Some("basic_auth")
@@ -700,14 +761,14 @@ impl SignatureDetector {
             if let Some(k) = kind {
                 self.credentials.push(k);
             }
-        } else if !value.is_empty() && is(&self.cfg.api_key_headers) {
+        } else if !value.is_empty() && role.api_key {
             self.credentials.push("api_key_header");
         }
-        if !self.cfg.injection || is(&self.cfg.skip_headers) {
+        if !self.cfg.injection || role.skip {
             return;
         }
-        if name.eq_ignore_ascii_case(b"cookie") {
-            if !is(&self.cfg.inspect_headers) {
+        if role.cookie {
+            if !role.inspect {
                 return;
             }
             for part in value.split(|&c| c == b';') {
@@ -721,7 +782,7 @@ impl SignatureDetector {
             return;
         }
         let custom = name.len() > 2 && name[..2].eq_ignore_ascii_case(b"x-");
-        if custom || is(&self.cfg.inspect_headers) {
+        if custom || role.inspect {
             self.inspect_value(value, false, Loc::Header(name));
         }
     }
@@ -997,6 +1058,14 @@ const TOKEN_KINDS: [SensitiveKind; 9] = [
     SensitiveKind::PasswordField,
 ];
 
+/// Personal kinds that raise `sensitive_data` when sent in a query value (if judged in
+/// responses too).
+const URL_PERSONAL_KINDS: [SensitiveKind; 3] = [
+    SensitiveKind::CardNumber,
+    SensitiveKind::UsSsn,
+    SensitiveKind::Iban,
+];
+
 /// A value that looks like a generated key: no spaces, only token characters, letters and
 /// digits mixed.
 fn token_shaped(v: &[u8]) -> bool {
@@ -1030,7 +1099,7 @@ impl SignatureDetector {
         // (sensitive_data in URLs). Nothing shorter than an SSN can be either.
         let mut counts = SensitiveCounts::default();
         if value.len() >= 9 {
-            classify(&value, &mut counts);
+            classify_wanted(&value, self.url_kinds, &mut counts);
         }
         if self.cfg.sensitive_data {
             self.url_personal_data(name, &value, &counts, cx);
@@ -1084,11 +1153,7 @@ impl SignatureDetector {
         counts: &SensitiveCounts,
         cx: &Context<'_>,
     ) {
-        for kind in [
-            SensitiveKind::CardNumber,
-            SensitiveKind::UsSsn,
-            SensitiveKind::Iban,
-        ] {
+        for kind in URL_PERSONAL_KINDS {
             if counts.get(kind) == 0 || !self.response_kinds.contains(kind) {
                 continue;
             }
@@ -1115,7 +1180,7 @@ impl SignatureDetector {
         }
         let mut value = std::mem::take(&mut self.buf);
         injection::decode_into(raw, false, 1, &mut value, &mut self.tmp);
-        if let Some(kind) = token_kind(&value) {
+        if let Some(kind) = token_kind(&value, self.token_kinds) {
             self.secrets.push(UrlSecret {
                 kind,
                 location: loc.render(),
@@ -1163,13 +1228,14 @@ impl SignatureDetector {
     }
 }
 
-/// The inventory kind of a value that is a token wherever it appears.
-fn token_kind(v: &[u8]) -> Option<&'static str> {
+/// The inventory kind of a value that is a token wherever it appears; `token_kinds` holds
+/// [`TOKEN_KINDS`], the only kinds read from the classification.
+fn token_kind(v: &[u8], token_kinds: KindSet) -> Option<&'static str> {
     if v.len() < 16 {
         return None;
     }
     let mut c = SensitiveCounts::default();
-    classify(v, &mut c);
+    classify_wanted(v, token_kinds, &mut c);
     token_kind_in(&c)
 }
 
@@ -1508,7 +1574,12 @@ fn hash_value_in(body: &[u8]) -> bool {
                 .count()
                 == 28
     };
-    memchr::memchr_iter(b'$', body).any(token_at) || PBKDF2_FINDER.find_iter(body).any(token_at)
+    let mut dollars = memchr::memchr_iter(b'$', body).peekable();
+    // Every prefix holds a `$`: a body without one needs no second pass.
+    if dollars.peek().is_none() {
+        return false;
+    }
+    dollars.any(token_at) || PBKDF2_FINDER.find_iter(body).any(token_at)
 }
 
 /// Searchers for the needles looked for in every response body, built once rather than per

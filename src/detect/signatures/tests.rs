@@ -739,6 +739,32 @@ fn limits_bound_the_work_and_are_counted() {
     assert_eq!(fx.det.counters().values_truncated, 1);
 }
 
+#[test]
+fn header_lists_match_names_in_any_case() {
+    let payload = "x' or '1'='1";
+    let call = get("/api/v1/me")
+        .header("accept-language", payload)
+        .header("x-trace", payload);
+    let wheres = |cfg: SignatureConfig| -> Vec<String> {
+        let fs = Fixture::new(cfg).run(&call, &[]);
+        let f = of_kind(&fs, AlertKind::Injection);
+        f.first().map_or(vec![], |f| {
+            let ms = f.evidence["matches"].as_array().unwrap();
+            ms.iter()
+                .map(|m| m["where"].as_str().unwrap().to_owned())
+                .collect()
+        })
+    };
+    // By default only the X- header is inspected.
+    assert_eq!(wheres(SignatureConfig::default()), ["header:x-trace"]);
+    let cfg = SignatureConfig {
+        inspect_headers: vec!["Accept-Language".into()],
+        skip_headers: vec!["X-TRACE".into()],
+        ..SignatureConfig::default()
+    };
+    assert_eq!(wheres(cfg), ["header:accept-language"]);
+}
+
 /// The clean-value memo changes what a verdict costs, never the verdict: a detector that has
 /// seen every call before (its memo warm) finds exactly what a fresh detector finds, call by
 /// call, including values that decode to the same bytes as a clean value but were encoded
