@@ -130,7 +130,7 @@ mod tests {
             let identity = Identity {
                 scheme: AuthScheme::BearerJwt,
                 subject: Some(pseudo.pseudonym("u", user.as_bytes())),
-                roles: vec!["reader".into()],
+                roles: vec!["reader".into()].into(),
                 tenant: None,
                 client_ip: "192.0.2.1".parse().unwrap(),
                 jwt: None,

@@ -552,6 +552,300 @@ fn read_json(body: &crate::transaction::Body, kind: BodyKind) -> JsonBody {
     }
 }
 
+/// [`graphql_from_json`] of `data` parsed as JSON, without building the document: this runs
+/// for every request to a GraphQL endpoint, and only `query` and `operationName` of the first
+/// operation are wanted. The whole document is still parsed and validated by `serde_json`
+/// (same number, string, nesting and trailing-data rules), so every input gives exactly what
+/// parsing into a `Value` first gives, including for duplicate keys (the last one counts).
+fn graphql_from_json_bytes(
+    data: &[u8],
+    max_query_bytes: usize,
+    max_label_bytes: usize,
+) -> Option<GraphqlInfo> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(data);
+    let top = graphql_json::Top.deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    let (fields, batch_len) = top?;
+    let query = fields.query?;
+    let mut info = scan_graphql(
+        &query,
+        fields.operation_name.as_deref(),
+        max_query_bytes,
+        max_label_bytes,
+    );
+    info.batch_len = u32::try_from(batch_len).unwrap_or(u32::MAX);
+    Some(info)
+}
+
+/// Visitors for [`graphql_from_json_bytes`]: they read `query` and `operationName` of the
+/// first operation and walk everything else without keeping it.
+mod graphql_json {
+    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::fmt;
+
+    /// A document's fields as `Value::get(..).and_then(Value::as_str)` would give them.
+    #[derive(Default)]
+    pub(super) struct Fields {
+        pub query: Option<String>,
+        pub operation_name: Option<String>,
+    }
+
+    /// The top level: one operation (an object) or a batch (an array whose first element is
+    /// the operation read). `None` when it holds no readable operation; otherwise the fields
+    /// and the batch length.
+    pub(super) struct Top;
+
+    impl<'de> DeserializeSeed<'de> for Top {
+        type Value = Option<(Fields, usize)>;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Top {
+        type Value = Option<(Fields, usize)>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON document")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            Ok(Some((read_fields(map)?, 1)))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let Some(first) = seq.next_element_seed(Operation)? else {
+                return Ok(None);
+            };
+            let mut len: usize = 1;
+            while seq.next_element::<Skip>()?.is_some() {
+                len = len.saturating_add(1);
+            }
+            Ok(first.map(|fields| (fields, len)))
+        }
+
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+
+    /// A batch's first element: its fields when it is an object.
+    struct Operation;
+
+    impl<'de> DeserializeSeed<'de> for Operation {
+        type Value = Option<Fields>;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Operation {
+        type Value = Option<Fields>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            read_fields(map).map(Some)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            Skip::drain_seq(seq).map(|_| None)
+        }
+
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+
+    /// An object's `query` and `operationName`, each the last one given, kept only when it is
+    /// a string (as `Value::as_str` would).
+    fn read_fields<'de, A: MapAccess<'de>>(mut map: A) -> Result<Fields, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            match key {
+                Key::Query => fields.query = map.next_value::<MaybeStr>()?.0,
+                Key::OperationName => fields.operation_name = map.next_value::<MaybeStr>()?.0,
+                Key::Other => {
+                    map.next_value::<Skip>()?;
+                }
+            }
+        }
+        Ok(fields)
+    }
+
+    enum Key {
+        Query,
+        OperationName,
+        Other,
+    }
+
+    struct KeySeed;
+
+    impl<'de> DeserializeSeed<'de> for KeySeed {
+        type Value = Key;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for KeySeed {
+        type Value = Key;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object key")
+        }
+
+        fn visit_str<E: de::Error>(self, k: &str) -> Result<Key, E> {
+            Ok(match k {
+                "query" => Key::Query,
+                "operationName" => Key::OperationName,
+                _ => Key::Other,
+            })
+        }
+    }
+
+    /// A value that is kept when it is a string and walked over otherwise.
+    struct MaybeStr(Option<String>);
+
+    impl<'de> de::Deserialize<'de> for MaybeStr {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(MaybeStrVisitor)
+        }
+    }
+
+    struct MaybeStrVisitor;
+
+    impl<'de> Visitor<'de> for MaybeStrVisitor {
+        type Value = MaybeStr;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<MaybeStr, E> {
+            Ok(MaybeStr(Some(s.to_owned())))
+        }
+        fn visit_string<E: de::Error>(self, s: String) -> Result<MaybeStr, E> {
+            Ok(MaybeStr(Some(s)))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MaybeStr, A::Error> {
+            Skip::drain_map(map).map(|_| MaybeStr(None))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<MaybeStr, A::Error> {
+            Skip::drain_seq(seq).map(|_| MaybeStr(None))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<MaybeStr, E> {
+            Ok(MaybeStr(None))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<MaybeStr, E> {
+            Ok(MaybeStr(None))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<MaybeStr, E> {
+            Ok(MaybeStr(None))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<MaybeStr, E> {
+            Ok(MaybeStr(None))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<MaybeStr, E> {
+            Ok(MaybeStr(None))
+        }
+    }
+
+    /// Any value, parsed as strictly as into a `Value` (through `deserialize_any`, unlike
+    /// `IgnoredAny`, which lets serde_json skip numbers without checking their range) and
+    /// dropped as it is read.
+    struct Skip;
+
+    impl Skip {
+        fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+            while map.next_entry::<Skip, Skip>()?.is_some() {}
+            Ok(())
+        }
+
+        fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element::<Skip>()?.is_some() {}
+            Ok(())
+        }
+    }
+
+    impl<'de> de::Deserialize<'de> for Skip {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(SkipVisitor)
+        }
+    }
+
+    struct SkipVisitor;
+
+    impl<'de> Visitor<'de> for SkipVisitor {
+        type Value = Skip;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Skip, A::Error> {
+            Skip::drain_map(map).map(|_| Skip)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Skip, A::Error> {
+            Skip::drain_seq(seq).map(|_| Skip)
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+    }
+}
+
 fn request_graphql(req: &Request, cfg: &ProfileConfig) -> Option<GraphqlInfo> {
     let media = media_type(&req.headers);
     let kind = body_kind(media.as_deref());
@@ -565,12 +859,14 @@ fn request_graphql(req: &Request, cfg: &ProfileConfig) -> Option<GraphqlInfo> {
                 cfg.max_label_bytes,
             ))
         }
-        BodyKind::Json => match read_json(&req.body, kind) {
-            JsonBody::Parsed(v) => {
-                graphql_from_json(&v, cfg.max_graphql_query_bytes, cfg.max_label_bytes)
+        BodyKind::Json => {
+            // `read_json`'s conditions, then the two fields straight from the bytes.
+            let body = &req.body;
+            if body.data.is_empty() || body.truncated {
+                return None;
             }
-            _ => None,
-        },
+            graphql_from_json_bytes(&body.data, cfg.max_graphql_query_bytes, cfg.max_label_bytes)
+        }
         BodyKind::Other => graphql_from_query_string(&req.uri, cfg),
     }
 }
@@ -1803,6 +2099,85 @@ mod tests {
                 "{q}"
             );
         }
+    }
+
+    /// Reading `query` and `operationName` straight from the bytes gives what parsing the
+    /// body into a `Value` and calling [`graphql_from_json`] gives: for duplicate keys,
+    /// escaped keys, batches, non-object operations, non-string fields, numbers out of range,
+    /// trailing data, bad UTF-8 and every prefix of a document.
+    #[test]
+    fn graphql_fields_from_bytes_equal_those_of_a_parsed_value() {
+        use proptest::prelude::*;
+        fn both(data: &[u8]) -> (Option<GraphqlInfo>, Option<GraphqlInfo>) {
+            let via_value = serde_json::from_slice::<Value>(data)
+                .ok()
+                .and_then(|v| graphql_from_json(&v, 256, 16));
+            (graphql_from_json_bytes(data, 256, 16), via_value)
+        }
+        let cases: &[&[u8]] = &[
+            br#"{"query":"query Q { a }"}"#,
+            br#"{"query":"query A { a } query B { b { c } }","operationName":"B"}"#,
+            br#"{"operationName":"B","query":"query A { a } query B { b }"}"#,
+            br#"{"query":"query A { a }","query":"mutation M { m }"}"#,
+            br#"{"query":"query A { a }","query":7}"#,
+            br#"{"query":7,"query":"query A { a }"}"#,
+            br#"{"query":"{ a }","operationName":"X","operationName":["X"]}"#,
+            br#"{"qu\u0065ry":"query E { e }","operationName":null}"#,
+            br#"{"query":"query \"q\" { a(s: \"\\n\") }"}"#,
+            br#"[{"query":"{ a }"},{"query":"{ b }"},3]"#,
+            br#"[{"query":"{ a }"}, 1e400]"#,
+            b"[]",
+            b"[1]",
+            br#"[[{"query":"{ a }"}]]"#,
+            br#"[{"variables":{}}, {"query":"{ a }"}]"#,
+            br#"{"query":"{ a }","variables":{"n":1e400}}"#,
+            br#"{"query":"{ a }","variables":{"n":123456789012345678901234567890}}"#,
+            br#"{"query":"{ a }"} x"#,
+            b"{\"query\":\"{ a }\"}  \n",
+            br#"{"query":"{ a }"}{}"#,
+            br#""query""#,
+            b"7",
+            b"null",
+            br#"{"query":"{ a }","#,
+            br#"{"query":"\ud800"}"#,
+            b"{\"query\":\"{ \xff }\"}",
+            b"{\"query\":\"{ a }\",\"x\":\"\xc3\"}",
+            br#"{"query":{"query":"{ a }"}}"#,
+        ];
+        let mut found = 0;
+        for c in cases {
+            let (got, want) = both(c);
+            found += usize::from(want.is_some());
+            assert_eq!(got, want, "{}", String::from_utf8_lossy(c));
+        }
+        assert!(found >= 8, "too few cases name an operation: {found}");
+
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-1e9f64..1e9).prop_map(Value::from),
+            "(query|mutation|subscription)? ?[A-Za-z]{0,3} ?\\{ ?[a-z]{1,3} ?\\}"
+                .prop_map(Value::from),
+            "[a-zA-Z\"\\\\é ]{0,6}".prop_map(Value::from),
+        ];
+        let key = prop::sample::select(vec!["query", "operationName", "variables", "x"]);
+        let value = leaf.prop_recursive(4, 24, 4, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::vec((key.clone(), inner), 0..4).prop_map(|kv| {
+                    Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                }),
+            ]
+        });
+        proptest!(|(v in value, cut in any::<prop::sample::Index>())| {
+            let text = serde_json::to_vec(&v).unwrap();
+            let (got, want) = both(&text);
+            prop_assert_eq!(got, want);
+            let prefix = &text[..cut.index(text.len() + 1)];
+            let (got, want) = both(prefix);
+            prop_assert_eq!(got, want);
+        });
     }
 
     /// The faster [`is_graphql_path`] agrees with the split-based definition, including

@@ -574,9 +574,10 @@ fn parse_json(
 ) -> Option<Value> {
     let data = body.data.as_slice();
     let first = data.iter().find(|b| !b.is_ascii_whitespace())?;
+    // Compared in place: lower-casing a copy of the header cost an allocation per body.
     let declared = headers
         .get("content-type")
-        .is_some_and(|ct| memchr::memmem::find(&ct.to_ascii_lowercase(), b"json").is_some());
+        .is_some_and(|ct| ct.windows(4).any(|w| w.eq_ignore_ascii_case(b"json")));
     if !declared && *first != b'{' && *first != b'[' {
         return None;
     }

@@ -64,16 +64,24 @@ struct Generations<V> {
 }
 
 impl<V> Generations<V> {
-    fn get(&mut self, key: u128) -> Option<&V> {
-        if !self.current.contains_key(&key) {
-            let Some(v) = self.previous.remove(&key) else {
-                self.stats.misses = self.stats.misses.saturating_add(1);
-                return None;
-            };
-            self.insert(key, v);
+    /// `read` applied to the value held for `key`, counting a hit; `read` handed back on a
+    /// miss. A hit in the current generation probes the map once: reading in place, rather
+    /// than returning a reference, is what lets the borrow end before the miss path.
+    fn read<R, F: FnOnce(&V) -> R>(&mut self, key: u128, read: F) -> Result<R, F> {
+        if let Some(v) = self.current.get(&key) {
+            self.stats.hits = self.stats.hits.saturating_add(1);
+            return Ok(read(v));
         }
+        let Some(v) = self.previous.remove(&key) else {
+            self.stats.misses = self.stats.misses.saturating_add(1);
+            return Err(read);
+        };
+        self.insert(key, v);
         self.stats.hits = self.stats.hits.saturating_add(1);
-        self.current.get(&key)
+        match self.current.get(&key) {
+            Some(v) => Ok(read(v)),
+            None => Err(read),
+        }
     }
 
     fn insert(&mut self, key: u128, value: V) {
@@ -146,9 +154,10 @@ impl<V> CredentialCache<V> {
         read: impl FnOnce(&V) -> R,
     ) -> R {
         let key = self.key(kind, raw);
-        if let Some(v) = self.lock().get(key) {
-            return read(v);
-        }
+        let read = match self.lock().read(key, read) {
+            Ok(r) => return r,
+            Err(read) => read,
+        };
         let v = derive();
         let r = read(&v);
         self.lock().insert(key, v);

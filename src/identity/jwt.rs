@@ -12,7 +12,7 @@
 //! - Every string kept from a token is cut to `max_claim_bytes`/`max_role_bytes` and every list to
 //!   `max_audiences`/`max_roles`; the raw token and its signature are never kept.
 
-use super::{IdentityAnomaly, IdentityConfig, JwtInfo};
+use super::{IdentityAnomaly, IdentityConfig, JwtClaims};
 use crate::common::Timestamp;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
@@ -53,8 +53,7 @@ pub(super) struct Jws {
 /// [`judge_time`] run again for each request.
 #[derive(Debug)]
 pub(super) struct Claims {
-    /// `expired` and `not_yet_valid` are always false here; [`judge_time`] sets them.
-    pub info: JwtInfo,
+    pub info: JwtClaims,
     /// The raw subject value (string contents, or the number's JSON text), to be pseudonymised.
     pub subject: Option<Vec<u8>>,
     /// The raw tenant value, to be pseudonymised.
@@ -257,7 +256,7 @@ pub(super) fn inspect(jws: &Jws, cfg: &IdentityConfig) -> Claims {
         raised.push(IdentityAnomaly::JwtUnsigned);
     }
     let time_checks_at = raised.len();
-    let info = JwtInfo {
+    let info = JwtClaims {
         alg,
         typ: text_field(&jws.header, "typ", cfg.max_claim_bytes, &mut raised),
         iss: text_field(&jws.claims, "iss", cfg.max_claim_bytes, &mut raised),
@@ -267,8 +266,6 @@ pub(super) fn inspect(jws: &Jws, cfg: &IdentityConfig) -> Claims {
         nbf: jws.claims.get("nbf").and_then(numeric_date),
         alg_none,
         unsigned,
-        expired: false,
-        not_yet_valid: false,
     };
     let roles = roles(&jws.claims, cfg, &mut raised);
     Claims {
@@ -281,29 +278,40 @@ pub(super) fn inspect(jws: &Jws, cfg: &IdentityConfig) -> Claims {
     }
 }
 
-/// Judges `info.exp` and `info.nbf` against `now`, the packet time of the request, allowing
-/// `leeway_secs` of clock skew; sets `expired` and `not_yet_valid` and raises their anomalies.
+/// Whether a token was usable at one packet time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Validity {
+    /// `exp` had passed.
+    pub expired: bool,
+    /// `nbf` had not yet come.
+    pub not_yet_valid: bool,
+}
+
+/// Judges a token's `exp` and `nbf` against `now`, the packet time of the request, allowing
+/// `leeway_secs` of clock skew, and raises the anomalies of what fails. Takes the two times
+/// rather than the claims so that a cached token is judged without reading its shared facts.
 pub(super) fn judge_time(
-    info: &mut JwtInfo,
+    exp: Option<i64>,
+    nbf: Option<i64>,
     leeway_secs: u64,
     now: Timestamp,
     raised: &mut Vec<IdentityAnomaly>,
-) {
+) -> Validity {
     // Packet seconds fit in i64 until year 292e9; saturate rather than trust that.
     let now_secs = i64::try_from(now.secs()).unwrap_or(i64::MAX);
     let leeway = i64::try_from(leeway_secs).unwrap_or(i64::MAX);
     // RFC 7519 4.1.4: the token must not be accepted on or after `exp`.
-    info.expired = info
-        .exp
-        .is_some_and(|e| now_secs >= e.saturating_add(leeway));
-    info.not_yet_valid = info
-        .nbf
-        .is_some_and(|n| now_secs < n.saturating_sub(leeway));
-    if info.expired {
+    let expired = exp.is_some_and(|e| now_secs >= e.saturating_add(leeway));
+    let not_yet_valid = nbf.is_some_and(|n| now_secs < n.saturating_sub(leeway));
+    if expired {
         raised.push(IdentityAnomaly::JwtExpired);
     }
-    if info.not_yet_valid {
+    if not_yet_valid {
         raised.push(IdentityAnomaly::JwtNotYetValid);
+    }
+    Validity {
+        expired,
+        not_yet_valid,
     }
 }
 
@@ -358,18 +366,19 @@ mod tests {
         claims: &str,
         cfg: &IdentityConfig,
         now: u64,
-    ) -> (Claims, Vec<IdentityAnomaly>) {
+    ) -> (Claims, Validity, Vec<IdentityAnomaly>) {
         let token = format!("{}.{}.sig", b64(r#"{"alg":"RS256"}"#), b64(claims));
         let Token::Jws(jws) = classify(token.as_bytes()) else {
             panic!("not a JWS: {claims}");
         };
-        let mut c = inspect(&jws, cfg);
+        let c = inspect(&jws, cfg);
         let (before, after) = c.raised.split_at(c.time_checks_at);
         let mut raised = before.to_vec();
         let now = Timestamp::from_secs_nanos(now as i64, 0);
-        judge_time(&mut c.info, cfg.jwt_leeway_secs, now, &mut raised);
+        let (exp, nbf) = (c.info.exp, c.info.nbf);
+        let validity = judge_time(exp, nbf, cfg.jwt_leeway_secs, now, &mut raised);
         raised.extend_from_slice(after);
-        (c, raised)
+        (c, validity, raised)
     }
 
     #[test]
@@ -402,7 +411,7 @@ mod tests {
         ];
         for (names, claims, want) in cases {
             cfg.jwt_subject_claims = names.iter().map(|s| s.to_string()).collect();
-            let (c, _) = inspect_claims(claims, &cfg, 0);
+            let (c, _, _) = inspect_claims(claims, &cfg, 0);
             assert_eq!(
                 c.subject.as_deref(),
                 want.map(str::as_bytes),
@@ -414,7 +423,7 @@ mod tests {
     #[test]
     fn roles_are_merged_deduplicated_and_capped() {
         let mut cfg = IdentityConfig::default();
-        let (c, raised) = inspect_claims(
+        let (c, _, raised) = inspect_claims(
             r#"{"roles":["admin","user"],"scope":"read:a write:a  admin","groups":[1,"g"]}"#,
             &cfg,
             0,
@@ -424,12 +433,13 @@ mod tests {
 
         cfg.max_roles = 2;
         cfg.max_role_bytes = 5;
-        let (c, raised) = inspect_claims(r#"{"roles":["toolongrole","a","b","c"]}"#, &cfg, 0);
+        let (c, _, raised) = inspect_claims(r#"{"roles":["toolongrole","a","b","c"]}"#, &cfg, 0);
         assert_eq!(c.roles, ["a", "b"]);
         assert!(raised.contains(&IdentityAnomaly::JwtRolesCapped));
 
         cfg.jwt_role_claims = vec!["realm_access.roles".into()];
-        let (c, _) = inspect_claims(r#"{"realm_access":{"roles":["x"]},"roles":["y"]}"#, &cfg, 0);
+        let (c, _, _) =
+            inspect_claims(r#"{"realm_access":{"roles":["x"]},"roles":["y"]}"#, &cfg, 0);
         assert_eq!(c.roles, ["x"]);
     }
 
@@ -452,9 +462,9 @@ mod tests {
             (r#"{"exp":1e300,"nbf":-1e300}"#, 7, false, false),
         ];
         for (claims, now, expired, nyv) in cases {
-            let (c, raised) = inspect_claims(claims, &cfg, now);
-            assert_eq!(c.info.expired, expired, "{claims} at {now}");
-            assert_eq!(c.info.not_yet_valid, nyv, "{claims} at {now}");
+            let (_, v, raised) = inspect_claims(claims, &cfg, now);
+            assert_eq!(v.expired, expired, "{claims} at {now}");
+            assert_eq!(v.not_yet_valid, nyv, "{claims} at {now}");
             assert_eq!(raised.contains(&IdentityAnomaly::JwtExpired), expired);
         }
     }
@@ -466,7 +476,7 @@ mod tests {
             max_audiences: 2,
             ..IdentityConfig::default()
         };
-        let (c, raised) = inspect_claims(r#"{"iss":"ééé","aud":["a","bbbbbbb","c"]}"#, &cfg, 0);
+        let (c, _, raised) = inspect_claims(r#"{"iss":"ééé","aud":["a","bbbbbbb","c"]}"#, &cfg, 0);
         assert_eq!(c.info.iss.as_deref(), Some("éé"));
         assert_eq!(c.info.aud, ["a", "bbbb"]);
         assert!(raised.contains(&IdentityAnomaly::JwtClaimTruncated));

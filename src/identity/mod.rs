@@ -39,6 +39,7 @@ use facts::{BearerFacts, Derived};
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Pseudonym namespaces. Users share one so a person seen through a JWT `sub` and a Basic user
 /// of the same name correlate; the others are credentials, not people.
@@ -353,8 +354,25 @@ impl IdentityAnomaly {
 }
 
 /// Unverified JWT metadata. None of it is secret; strings are capped by `max_claim_bytes`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+///
+/// What the token says is the same on every request that carries it, so it is shared rather
+/// than copied: cloning a `JwtInfo` or reading one from the credential cache costs a reference
+/// count. Only the judgement against the request's packet time is held per request. It
+/// serializes as one flat object (`alg` ... `nbf`, `alg_none`, `unsigned`, `expired`,
+/// `not_yet_valid`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JwtInfo {
+    /// Header and claim facts of the token.
+    pub claims: Arc<JwtClaims>,
+    /// `exp` had passed at the request's packet time.
+    pub expired: bool,
+    /// `nbf` had not yet come at the request's packet time.
+    pub not_yet_valid: bool,
+}
+
+/// What a JWT's header and claims say, independent of when it is seen.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct JwtClaims {
     /// Header `alg`.
     pub alg: Option<String>,
     /// Header `typ`.
@@ -373,10 +391,100 @@ pub struct JwtInfo {
     pub alg_none: bool,
     /// The signature segment is empty.
     pub unsigned: bool,
-    /// `exp` had passed at the request's packet time.
-    pub expired: bool,
-    /// `nbf` had not yet come at the request's packet time.
-    pub not_yet_valid: bool,
+}
+
+impl serde::Serialize for JwtInfo {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let c = &*self.claims;
+        let mut st = s.serialize_struct("JwtInfo", 11)?;
+        st.serialize_field("alg", &c.alg)?;
+        st.serialize_field("typ", &c.typ)?;
+        st.serialize_field("iss", &c.iss)?;
+        st.serialize_field("aud", &c.aud)?;
+        st.serialize_field("exp", &c.exp)?;
+        st.serialize_field("iat", &c.iat)?;
+        st.serialize_field("nbf", &c.nbf)?;
+        st.serialize_field("alg_none", &c.alg_none)?;
+        st.serialize_field("unsigned", &c.unsigned)?;
+        st.serialize_field("expired", &self.expired)?;
+        st.serialize_field("not_yet_valid", &self.not_yet_valid)?;
+        st.end()
+    }
+}
+
+/// Role names from JWT claims, in claim order, deduplicated. Every request carrying the same
+/// token shares one list, so cloning costs a reference count, and an empty list holds no
+/// allocation. Reads as a `[String]`.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Roles(
+    /// Invariant: `None` exactly when there are no roles, so equal lists compare equal.
+    Option<Arc<[String]>>,
+);
+
+impl Roles {
+    pub fn as_slice(&self) -> &[String] {
+        self.0.as_deref().unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for Roles {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        self.as_slice()
+    }
+}
+
+impl<'a> IntoIterator for &'a Roles {
+    type Item = &'a String;
+    type IntoIter = std::slice::Iter<'a, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.as_slice().iter()
+    }
+}
+
+impl From<Vec<String>> for Roles {
+    fn from(roles: Vec<String>) -> Self {
+        Roles((!roles.is_empty()).then(|| roles.into()))
+    }
+}
+
+impl FromIterator<String> for Roles {
+    fn from_iter<I: IntoIterator<Item = String>>(iter: I) -> Self {
+        iter.into_iter().collect::<Vec<_>>().into()
+    }
+}
+
+impl<const N: usize> PartialEq<[&str; N]> for Roles {
+    fn eq(&self, other: &[&str; N]) -> bool {
+        self.as_slice() == other
+    }
+}
+
+impl std::fmt::Debug for Roles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+/// For alert evidence: the same JSON array a `Vec<String>` of the roles gives.
+impl From<Roles> for serde_json::Value {
+    fn from(roles: Roles) -> Self {
+        serde_json::Value::Array(
+            roles
+                .iter()
+                .map(|r| serde_json::Value::String(r.clone()))
+                .collect(),
+        )
+    }
+}
+
+impl serde::Serialize for Roles {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.as_slice().serialize(s)
+    }
 }
 
 /// Who made one request, with credentials replaced by pseudonyms.
@@ -387,7 +495,7 @@ pub struct Identity {
     /// opaque bearer token (`t:`), API key (`k:`), session cookie (`s:`).
     pub subject: Option<Pseudonym>,
     /// Role names from JWT claims, deduplicated, at most `max_roles`.
-    pub roles: Vec<String>,
+    pub roles: Roles,
     /// The tenant from JWT claims (`o:`).
     pub tenant: Option<Pseudonym>,
     /// The client: the TCP peer, or the address forwarding headers give when the peer is a
@@ -480,7 +588,7 @@ impl IdentityExtractor {
         let mut identity = Identity {
             scheme: AuthScheme::None,
             subject: None,
-            roles: Vec::new(),
+            roles: Roles::default(),
             tenant: None,
             client_ip: peer,
             jwt: None,
@@ -524,26 +632,24 @@ impl IdentityExtractor {
             Some(Authorization::Bearer(token)) => {
                 let (leeway, now) = (self.cfg.jwt_leeway_secs, tx.ts());
                 let mut apply = |facts: &BearerFacts| {
-                    facts
-                        .apply(leeway, now, identity, raised)
-                        .map(|(scheme, subject)| Found {
-                            scheme,
-                            subject: Some(subject),
-                        })
+                    let (scheme, subject) = facts.apply(leeway, now, identity, raised);
+                    Found {
+                        scheme,
+                        subject: Some(subject),
+                    }
                 };
                 let found = self.cache.read_or_derive(
                     Credential::Bearer,
                     token,
                     || Derived::Bearer(self.bearer(token)),
                     |derived| match derived {
-                        Derived::Bearer(facts) => apply(facts),
+                        Derived::Bearer(facts) => Some(apply(facts)),
                         Derived::Pseudonym(_) => None,
                     },
                 );
                 // Only bearer tokens derive `Bearer` and the kind is part of the key; were two
-                // keys ever to collide, deriving afresh still gives the right answer, and a
-                // freshly packed buffer always reads back.
-                bearer = found.or_else(|| apply(&self.bearer(token)));
+                // keys ever to collide, deriving afresh still gives the right answer.
+                bearer = Some(found.unwrap_or_else(|| apply(&self.bearer(token))));
             }
             Some(Authorization::Basic(b64)) => {
                 let user = self.pseudonym_of(Credential::Basic, b64, || {
@@ -628,7 +734,7 @@ impl IdentityExtractor {
     /// and tenant: everything about the token that does not depend on when it is seen.
     fn bearer(&self, token: &[u8]) -> BearerFacts {
         let opaque =
-            |anomaly| BearerFacts::opaque(&self.pseudo.pseudonym(KIND_TOKEN, token), anomaly);
+            |anomaly| BearerFacts::opaque(self.pseudo.pseudonym(KIND_TOKEN, token), anomaly);
         if token.len() > self.cfg.max_jwt_bytes {
             return opaque(Some(IdentityAnomaly::JwtTooLong));
         }
@@ -651,7 +757,7 @@ impl IdentityExtractor {
                     .tenant
                     .as_ref()
                     .map(|t| self.pseudo.pseudonym(KIND_TENANT, t));
-                BearerFacts::jwt(&subject, tenant.as_ref(), claims)
+                BearerFacts::jwt(subject, tenant, claims)
             }
         }
     }

@@ -170,8 +170,8 @@ impl Pseudonym {
         }
     }
 
-    /// Rebuilds a pseudonym from its text, as the credential cache keeps it. Only text that
-    /// came from [`Pseudonym::as_str`] may be given: this is not a way to name anyone.
+    /// A pseudonym holding `text`. Only text made by [`Pseudonymizer::pseudonym`] (or, in tests,
+    /// taken from [`Pseudonym::as_str`]) may be given: this is not a way to name anyone.
     pub(super) fn from_text(text: &str) -> Pseudonym {
         let mut buf = [0u8; INLINE_BYTES];
         match (buf.get_mut(..text.len()), u8::try_from(text.len())) {

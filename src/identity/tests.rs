@@ -359,15 +359,17 @@ fn jwt_facts_roles_and_tenant() {
     assert_eq!(
         info,
         &JwtInfo {
-            alg: Some("none".into()),
-            typ: Some("JWT".into()),
-            iss: Some("https://idp.example".into()),
-            aud: vec!["api".into(), "web".into()],
-            exp: Some(exp as i64),
-            iat: Some((NOW - 7200) as i64),
-            nbf: None,
-            alg_none: true,
-            unsigned: true,
+            claims: Arc::new(JwtClaims {
+                alg: Some("none".into()),
+                typ: Some("JWT".into()),
+                iss: Some("https://idp.example".into()),
+                aud: vec!["api".into(), "web".into()],
+                exp: Some(exp as i64),
+                iat: Some((NOW - 7200) as i64),
+                nbf: None,
+                alg_none: true,
+                unsigned: true,
+            }),
             expired: true,
             not_yet_valid: false,
         }
@@ -375,7 +377,19 @@ fn jwt_facts_roles_and_tenant() {
     assert_eq!(id.flags, ["jwt_alg_none", "jwt_unsigned", "jwt_expired"]);
     let json = serde_json::to_value(&id).unwrap();
     assert_eq!(json["scheme"], "bearer_jwt");
-    assert_eq!(json["jwt"]["alg_none"], true);
+    // The shared claims and the per-request judgement serialize as one flat object.
+    assert_eq!(
+        json["jwt"],
+        serde_json::json!({
+            "alg": "none", "typ": "JWT", "iss": "https://idp.example", "aud": ["api", "web"],
+            "exp": exp, "iat": NOW - 7200, "nbf": null, "alg_none": true, "unsigned": true,
+            "expired": true, "not_yet_valid": false
+        })
+    );
+    assert_eq!(
+        json["roles"],
+        serde_json::json!(["admin", "orders:read", "orders:write"])
+    );
     assert_eq!(json["client_ip"], "192.0.2.1");
 }
 
@@ -947,6 +961,50 @@ fn cached_identities_equal_uncached_ones_and_expiry_follows_packet_time() {
     assert_eq!((off.hits, off.misses), (0, 13 * times.len() as u64));
 }
 
+/// A hit shares the token's decoded facts with the identity the miss built (reference counts,
+/// no copies), while the time judgement is still made per request; without a cache every
+/// request decodes its own.
+#[test]
+fn cache_hits_share_jwt_facts_instead_of_copying_them() {
+    let pool = credential_pool();
+    let (uri, headers) = &pool[0];
+    let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, &v[..])).collect();
+    let shared = |x: &IdentityExtractor| {
+        let a = x.extract(&tx_at(NOW, uri, &headers));
+        let b = x.extract(&tx_at(NOW + 200, uri, &headers));
+        assert_eq!(a.roles, ["a", "b"]);
+        assert_eq!(a.roles, b.roles);
+        let (ja, jb) = (a.jwt.unwrap(), b.jwt.unwrap());
+        assert_eq!(ja.claims, jb.claims);
+        assert_eq!((ja.expired, jb.expired), (false, true));
+        let same_roles = a.roles.as_ptr() == b.roles.as_ptr();
+        assert_eq!(same_roles, Arc::ptr_eq(&ja.claims, &jb.claims));
+        same_roles
+    };
+    assert!(shared(&extractor(&pool_cfg(64))));
+    assert!(!shared(&extractor(&pool_cfg(0))));
+}
+
+/// Roles read, compare, print and serialize as the list they hold; an empty list is one value.
+#[test]
+fn roles_behave_as_their_list() {
+    let r: Roles = vec!["admin".to_owned(), "ops".to_owned()].into();
+    assert_eq!(r, ["admin", "ops"]);
+    assert_eq!(r.len(), 2);
+    assert_eq!((&r).into_iter().count(), 2);
+    assert_eq!(format!("{r:?}"), r#"["admin", "ops"]"#);
+    assert_eq!(serde_json::to_string(&r).unwrap(), r#"["admin","ops"]"#);
+    assert_eq!(
+        serde_json::Value::from(r.clone()),
+        serde_json::json!(["admin", "ops"])
+    );
+    let empty: Roles = Vec::new().into();
+    assert_eq!(empty, Roles::default());
+    assert_eq!(empty, std::iter::empty::<String>().collect::<Roles>());
+    assert!(empty.is_empty());
+    assert_eq!(serde_json::to_string(&empty).unwrap(), "[]");
+}
+
 #[test]
 fn capped_jwt_flags_keep_their_single_pass_order() {
     let pool = credential_pool();
@@ -1094,7 +1152,7 @@ proptest! {
         prop_assert!(id.roles.len() <= 5);
         prop_assert!(id.roles.iter().all(|r| r.len() <= 8 && !r.is_empty()));
         let info = id.jwt.unwrap();
-        prop_assert!(info.iss.unwrap().len() <= 16);
+        prop_assert!(info.claims.iss.as_ref().unwrap().len() <= 16);
         prop_assert_eq!(info.expired, exp.saturating_add(60) <= NOW as i64);
     }
 }

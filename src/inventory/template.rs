@@ -1293,20 +1293,26 @@ impl RouteLearner {
     /// The template of one request. Read-only: an unseen path is templated by the recognisers
     /// alone, every literal kept.
     pub fn template_of(&self, host: &str, method: &str, path: &str) -> Template {
-        let method = method_key(method).to_owned();
+        let (path, reason) = self.path_template(host, path);
+        Template {
+            method: method_key(method).to_owned(),
+            path,
+            reason,
+        }
+    }
+
+    /// The path of [`RouteLearner::template_of`] alone: templates do not depend on the method,
+    /// and a caller that keys by the method it already has need not copy it again.
+    pub fn template_path_of(&self, host: &str, path: &str) -> String {
+        self.path_template(host, path).0
+    }
+
+    fn path_template(&self, host: &str, path: &str) -> (String, Reason) {
         if let Some(path) = self.overrides.apply(path) {
-            return Template {
-                method,
-                path,
-                reason: Reason::Override,
-            };
+            return (path, Reason::Override);
         }
         if let Some(t) = self.spec.find(raw_segments(path)) {
-            return Template {
-                method,
-                path: t.to_owned(),
-                reason: Reason::Spec,
-            };
+            return (t.to_owned(), Reason::Spec);
         }
         let (key, _) = self.host_slot(host);
         let routes = self.hosts.get(key.as_ref());
@@ -1363,11 +1369,7 @@ impl RouteLearner {
         if out.is_empty() {
             out.push('/');
         }
-        Template {
-            method,
-            path: out,
-            reason,
-        }
+        (out, reason)
     }
 
     /// Adds another learner's state into this one. Counts add up; folding decisions are ORed
@@ -1548,10 +1550,12 @@ mod tests {
         RouteLearner::new(RouteConfig::default())
     }
 
-    /// Observes every path once on host `h`, then asserts each path's template.
+    /// Observes every path once on host `h`, then asserts each path's template, through both
+    /// ways of asking for it.
     fn check(l: &RouteLearner, cases: &[(&str, &str)]) {
         for (path, want) in cases {
             assert_eq!(l.template_of("h", "GET", path).path, *want, "path {path:?}");
+            assert_eq!(l.template_path_of("h", path), *want, "path {path:?}");
         }
     }
 
@@ -1751,6 +1755,7 @@ mod tests {
                 (want, Reason::Override),
                 "{path}"
             );
+            assert_eq!(l.template_path_of("h", path), want, "{path}");
             l.observe("h", "GET", path);
         }
         assert_eq!(l.counters().override_hits, cases.len() as u64);

@@ -235,7 +235,7 @@ impl Learner {
         if learn_routes {
             self.routes.observe(&host, &req.method, &req.uri);
         }
-        let template = self.routes.template_of(&host, &req.method, &req.uri).path;
+        let template = self.routes.template_path_of(&host, &req.uri);
         let object_ids = params::path_params(&template, &req.uri)
             .into_iter()
             .map(|(n, v)| (n.to_owned(), v.to_owned()))
