@@ -442,6 +442,11 @@ fn is_id_key(key: &str) -> bool {
     key == "id" || key.ends_with("Id") || key.ends_with("_id") || key.ends_with("ID")
 }
 
+/// [`is_id_key`] on the bytes of a key.
+fn is_id_key_bytes(key: &[u8]) -> bool {
+    key == b"id" || key.ends_with(b"Id") || key.ends_with(b"_id") || key.ends_with(b"ID")
+}
+
 /// Calls `f` with each object id (string or integer value of an id-named key) of a JSON
 /// document, at most `budget` of them in document order, from objects nested at most
 /// [`MAX_HARVEST_DEPTH`] deep. Reads the raw bytes ([`rawjson`]): a collection response costs
@@ -462,7 +467,13 @@ fn collect_ids(body: &[u8], mut budget: usize, f: &mut impl FnMut(&[u8])) -> boo
         let take = std::mem::take(&mut id_key) && shallow && budget > 0;
         match event {
             Event::Key { raw, escaped } => {
-                id_key = rawjson::unescape(raw, escaped).is_some_and(|k| is_id_key(&k));
+                // Unescaped, the key is its bytes: test the name first, so that only id-named
+                // keys pay for the UTF-8 check.
+                id_key = if escaped {
+                    rawjson::unescape(raw, escaped).is_some_and(|k| is_id_key(&k))
+                } else {
+                    is_id_key_bytes(raw) && std::str::from_utf8(raw).is_ok()
+                };
             }
             Event::Str { raw, escaped } => {
                 let Some(s) = rawjson::unescape(raw, escaped) else {
