@@ -1249,6 +1249,136 @@ pub struct CallerObjects {
     pub objects: Hll,
 }
 
+/// The objects each caller touched on an endpoint, by caller pseudonym, serialised as the
+/// plain map.
+///
+/// Detection asks for one caller's estimate at the start of each of its runs of activity; a
+/// search of the ordered map compares pseudonyms at every level, each a cache miss. So the
+/// first [`CallerObjectsMap::distinct`] builds an index from a 128-bit hash of the pseudonym to
+/// its estimate. Invariant: the index has an entry for every caller of the map; every change
+/// goes through a method that marks the caller's entry stale (NaN), and a stale entry (or two
+/// pseudonyms with one hash) is answered from the map. So an answer is the map's, except if a
+/// pseudonym absent from the map shares its 128-bit hash with one present: pseudonyms are keyed
+/// MACs, so nobody can aim at that.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CallerObjectsMap {
+    map: BTreeMap<String, CallerObjects>,
+    #[serde(skip)]
+    index: EstimateIndex,
+}
+
+/// Pseudonym hash -> the caller's distinct-objects estimate; NaN: ask the map. Never compared,
+/// cloned or printed: it is derived from the map.
+#[derive(Default)]
+struct EstimateIndex(std::sync::OnceLock<std::collections::HashMap<u128, f64, ahash::RandomState>>);
+
+impl Clone for EstimateIndex {
+    fn clone(&self) -> Self {
+        EstimateIndex::default()
+    }
+}
+
+impl PartialEq for EstimateIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for EstimateIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EstimateIndex")
+    }
+}
+
+/// The index key of a pseudonym: two 64-bit hashes with fixed, distinct seeds.
+fn caller_hash(caller: &str) -> u128 {
+    const A: ahash::RandomState = ahash::RandomState::with_seeds(
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+        0x082e_fa98_ec4e_6c89,
+    );
+    const B: ahash::RandomState = ahash::RandomState::with_seeds(
+        0x4528_21e6_38d0_1377,
+        0xbe54_66cf_34e9_0c6c,
+        0xc0ac_29b7_c97c_50dd,
+        0x3f84_d5b5_b547_0917,
+    );
+    (u128::from(A.hash_one(caller)) << 64) | u128::from(B.hash_one(caller))
+}
+
+impl CallerObjectsMap {
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn get(&self, caller: &str) -> Option<&CallerObjects> {
+        self.map.get(caller)
+    }
+
+    /// Callers in pseudonym order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &CallerObjects)> {
+        self.map.iter()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &CallerObjects> {
+        self.map.values()
+    }
+
+    /// The caller's entry, to change: its index entry goes stale.
+    pub fn get_mut(&mut self, caller: &str) -> Option<&mut CallerObjects> {
+        let e = self.map.get_mut(caller)?;
+        if let Some(ix) = self.index.0.get_mut() {
+            ix.insert(caller_hash(caller), f64::NAN);
+        }
+        Some(e)
+    }
+
+    /// The caller's entry, made with `make` if absent; its index entry goes stale.
+    pub fn get_or_insert_with(
+        &mut self,
+        caller: &str,
+        make: impl FnOnce() -> CallerObjects,
+    ) -> &mut CallerObjects {
+        if let Some(ix) = self.index.0.get_mut() {
+            ix.insert(caller_hash(caller), f64::NAN);
+        }
+        self.map.entry(caller.to_owned()).or_insert_with(make)
+    }
+
+    /// Estimated distinct objects `caller` touched, as `get(caller)` would give it.
+    pub fn distinct(&self, caller: &str) -> Option<f64> {
+        let ix = self.index.0.get_or_init(|| {
+            let mut ix = std::collections::HashMap::with_capacity_and_hasher(
+                self.map.len(),
+                ahash::RandomState::new(),
+            );
+            for (k, c) in &self.map {
+                match ix.entry(caller_hash(k)) {
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(c.objects.estimate());
+                    }
+                    // Two pseudonyms with one hash: both are answered from the map.
+                    std::collections::hash_map::Entry::Occupied(mut e) => {
+                        e.insert(f64::NAN);
+                    }
+                }
+            }
+            ix
+        });
+        match ix.get(&caller_hash(caller)) {
+            None => None,
+            Some(v) if !v.is_nan() => Some(*v),
+            Some(_) => self.map.get(caller).map(|c| c.objects.estimate()),
+        }
+    }
+}
+
 /// Status classes with a response schema each: 2xx, 3xx, 4xx, 5xx.
 pub const STATUS_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 
@@ -1292,7 +1422,7 @@ pub struct EndpointProfile {
     /// Distinct callers: subject pseudonyms, or the client address for anonymous calls.
     pub callers: Hll,
     /// Distinct object ids per caller pseudonym, at most `max_callers_tracked` callers.
-    pub caller_objects: BTreeMap<String, CallerObjects>,
+    pub caller_objects: CallerObjectsMap,
     /// Sensitive findings per kind name over query values and JSON bodies.
     pub sensitive: BTreeMap<String, u64>,
     pub graphql: Option<Box<GraphqlStats>>,
@@ -1319,7 +1449,7 @@ impl EndpointProfile {
             auth_schemes: TopK::new(cfg.max_auth_schemes),
             roles: TopK::new(cfg.max_roles),
             callers: Hll::new(cfg.distinct_callers_hll_precision),
-            caller_objects: BTreeMap::new(),
+            caller_objects: CallerObjectsMap::default(),
             sensitive: BTreeMap::new(),
             graphql: None,
             counters: ProfileCounters::default(),
@@ -1563,8 +1693,7 @@ impl EndpointProfile {
             Some(e) => e,
             None if room => self
                 .caller_objects
-                .entry(subject.as_str().to_owned())
-                .or_insert_with(|| CallerObjects {
+                .get_or_insert_with(subject.as_str(), || CallerObjects {
                     calls: 0,
                     objects: Hll::new(cfg.caller_objects_hll_precision),
                 }),
@@ -1581,9 +1710,7 @@ impl EndpointProfile {
 
     /// Estimated distinct objects `caller` (a pseudonym) touched here.
     pub fn distinct_objects(&self, caller: &str) -> Option<f64> {
-        self.caller_objects
-            .get(caller)
-            .map(|c| c.objects.estimate())
+        self.caller_objects.distinct(caller)
     }
 
     /// Adds `other`, learned from other transactions of the same endpoint. Caps apply as in
@@ -1611,7 +1738,7 @@ impl EndpointProfile {
         self.auth_schemes.merge(&other.auth_schemes);
         self.roles.merge(&other.roles);
         self.callers.merge(&other.callers);
-        for (caller, oc) in &other.caller_objects {
+        for (caller, oc) in other.caller_objects.iter() {
             let room = self.caller_objects.len() < cfg.max_callers_tracked;
             match self.caller_objects.get_mut(caller) {
                 Some(c) => {
@@ -1619,7 +1746,8 @@ impl EndpointProfile {
                     c.objects.merge(&oc.objects);
                 }
                 None if room => {
-                    self.caller_objects.insert(caller.clone(), oc.clone());
+                    self.caller_objects
+                        .get_or_insert_with(caller, || oc.clone());
                 }
                 None => {
                     self.counters.callers_untracked =
@@ -1980,7 +2108,7 @@ mod tests {
         // Four roles and four `application/json` content types cut to five bytes.
         assert_eq!(p.counters.labels_truncated, 8);
         let u1 = identity(Some("u1"), &[]).subject.unwrap();
-        assert_eq!(p.caller_objects[u1.as_str()].calls, 2);
+        assert_eq!(p.caller_objects.get(u1.as_str()).map(|c| c.calls), Some(2));
         assert!((p.distinct_objects(u1.as_str()).unwrap() - 2.0).abs() < 0.01);
         // Long key paths.
         let cfg = ProfileConfig {
@@ -2442,5 +2570,91 @@ mod tests {
         assert_eq!(p.counters.no_response, 1);
         assert_eq!(p.counters.no_request, 1);
         assert!(p.status.is_empty());
+    }
+
+    proptest::proptest! {
+        /// The indexed estimate is the map's, whatever the interleaving of changes (new
+        /// callers, more objects, merges) and lookups (which build the index).
+        #[test]
+        fn caller_estimates_from_the_index_are_the_maps(
+            ops in proptest::collection::vec((0u8..4, 0u8..12, 0u32..400), 1..120)
+        ) {
+            let mut m = CallerObjectsMap::default();
+            let caller = |c: u8| format!("u:{c:02x}");
+            for (op, c, obj) in ops {
+                let name = caller(c);
+                match op {
+                    0 => {
+                        let e = m.get_or_insert_with(&name, || CallerObjects {
+                            calls: 0,
+                            objects: Hll::new(8),
+                        });
+                        e.calls += 1;
+                        e.objects.insert(&obj.to_le_bytes());
+                    }
+                    1 => {
+                        if let Some(e) = m.get_mut(&name) {
+                            for k in 0..obj % 50 {
+                                e.objects.insert(&(obj + k).to_le_bytes());
+                            }
+                        }
+                    }
+                    2 => {
+                        // A merge-style insert of a fresh entry when absent.
+                        let mut other = CallerObjects { calls: 1, objects: Hll::new(8) };
+                        other.objects.insert(&obj.to_le_bytes());
+                        let fresh = m.get(&name).is_none();
+                        let e = m.get_or_insert_with(&name, || other.clone());
+                        if !fresh {
+                            e.objects.merge(&other.objects);
+                        }
+                    }
+                    _ => {}
+                }
+                for c in 0..12u8 {
+                    let name = caller(c);
+                    let want = m.get(&name).map(|e| e.objects.estimate());
+                    proptest::prop_assert_eq!(m.distinct(&name).map(f64::to_bits), want.map(f64::to_bits));
+                }
+            }
+            // A clone and a deserialised copy answer the same, and compare equal.
+            let copy: CallerObjectsMap =
+                serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+            proptest::prop_assert_eq!(&copy, &m);
+            let cloned = m.clone();
+            for c in 0..12u8 {
+                proptest::prop_assert_eq!(
+                    copy.distinct(&caller(c)).map(f64::to_bits),
+                    m.distinct(&caller(c)).map(f64::to_bits)
+                );
+                proptest::prop_assert_eq!(
+                    cloned.distinct(&caller(c)).map(f64::to_bits),
+                    m.distinct(&caller(c)).map(f64::to_bits)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn caller_objects_serialise_as_the_plain_map() {
+        let mut m = CallerObjectsMap::default();
+        m.get_or_insert_with("u:1", || CallerObjects {
+            calls: 2,
+            objects: Hll::new(4),
+        });
+        assert!(m.distinct("u:1").is_some(), "builds the index");
+        let mut plain = BTreeMap::new();
+        plain.insert(
+            "u:1".to_owned(),
+            CallerObjects {
+                calls: 2,
+                objects: Hll::new(4),
+            },
+        );
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            serde_json::to_value(&plain).unwrap()
+        );
+        assert_eq!(m.distinct("u:2"), None);
     }
 }

@@ -101,6 +101,9 @@ impl<'a> Reader<'a> {
     }
 
     /// The next event, `Ok(None)` at the end of the input.
+    // Inlined into the few loops that read a document, so an event is matched where it is
+    // made instead of passing through memory.
+    #[inline]
     pub fn next_event(&mut self) -> Result<Option<Event<'a>>, RawJsonError> {
         while let Some(&c) = self.raw.get(self.i) {
             match c {
@@ -185,14 +188,46 @@ fn is_delimiter(b: u8) -> bool {
     )
 }
 
+/// The index of the first `"` or `\` among the first 16 bytes of `rest`, read as two 64-bit
+/// words (most keys and values are that short, and the vectorised search costs a call and a
+/// set-up); `None` if there is none there, or fewer than 8 bytes to read.
+#[inline]
+fn quote_or_backslash_in_words(rest: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // Bytes of `x` that are zero have their top bit set; a byte above a zero one may be
+    // flagged too (the borrow), so only the lowest flag is trusted: on a little-endian read it
+    // is the first such byte in memory order.
+    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    for (i, chunk) in rest.chunks_exact(8).take(2).enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let hits = zero(w ^ (LO * u64::from(b'"'))) | zero(w ^ (LO * u64::from(b'\\')));
+        if hits != 0 {
+            return Some(i * 8 + (hits.trailing_zeros() / 8) as usize);
+        }
+    }
+    None
+}
+
 /// The index of the quote closing a string whose contents start at `start`, and whether the
 /// string holds an escape.
+#[inline]
 fn string_end(raw: &[u8], start: usize) -> Result<(usize, bool), RawJsonError> {
     let mut j = start;
     let mut escaped = false;
     loop {
         let rest = raw.get(j..).unwrap_or(&[]);
-        match memchr::memchr2(b'"', b'\\', rest) {
+        let found = match quote_or_backslash_in_words(rest) {
+            Some(k) => Some(k),
+            None => {
+                // The words read hold neither byte: search on from where they end.
+                let skip = (rest.len() / 8).min(2) * 8;
+                memchr::memchr2(b'"', b'\\', rest.get(skip..).unwrap_or(&[])).map(|k| k + skip)
+            }
+        };
+        match found {
             None => return Err(RawJsonError::UnterminatedString),
             Some(k) if rest.get(k) == Some(&b'"') => return Ok((j + k, escaped)),
             Some(k) => {
@@ -367,6 +402,30 @@ mod tests {
             let parsed: Value = serde_json::from_slice(&text).unwrap();
             prop_assert_eq!(rebuild(&ev, &mut i), parsed);
             prop_assert_eq!(i, ev.len());
+        }
+
+        /// The end of a string is found as a byte-by-byte scan finds it, wherever the quote
+        /// and the escapes fall relative to the words read at once.
+        #[test]
+        fn string_ends_match_a_byte_by_byte_scan(
+            raw in prop::collection::vec(prop_oneof![Just(b'a'), Just(b'"'), Just(b'\\'), Just(0u8), Just(1u8), Just(b'"' + 1)], 0..48),
+            start in 0usize..20,
+        ) {
+            let naive = || {
+                let (mut j, mut escaped) = (start, false);
+                while let Some(&c) = raw.get(j) {
+                    match c {
+                        b'"' => return Ok((j, escaped)),
+                        b'\\' => {
+                            escaped = true;
+                            j += 2;
+                        }
+                        _ => j += 1,
+                    }
+                }
+                Err(RawJsonError::UnterminatedString)
+            };
+            prop_assert_eq!(string_end(&raw, start), naive());
         }
 
         /// Arbitrary bytes never panic the reader and never make it loop.

@@ -19,10 +19,19 @@
 //! entry) and foreign to nobody. Objects in the window owned by someone else are the
 //! `foreign_objects` of the evidence.
 //!
+//! Harvesting is the costly part (every identified 2xx GET without object ids is read), so two
+//! shortcuts skip reading a body when reading it cannot change anything, and neither changes a
+//! result. A body holding no `d"`, `D"` or backslash cannot hold an id-named key (each ends in
+//! `d` or `D` unless written with escapes). And a collection already read for the same owner on
+//! the same host (a user polling `GET /accounts` gets the same bytes every time; recognised by
+//! a keyed 128-bit hash of host, owner and body) would only list the same ids to the same
+//! owner again, which changes no owner entry, provided none of its ids was forgotten since: no
+//! owner was evicted since it was read, and reading it evicted none.
+//!
 //! Invariants: state is bounded by `max_windows` × `max_objects_per_window` ids plus
-//! `max_owned_objects` owners; ids are hashed for state (object ids are not secrets, but hashing
-//! keeps the per-transaction cost allocation-free); at most 10 raw ids per window are kept, for
-//! the evidence.
+//! `max_owned_objects` owners plus [`MAX_READ_LISTINGS`] remembered listings; ids are hashed for
+//! state (object ids are not secrets, but hashing keeps the per-transaction cost
+//! allocation-free); at most 10 raw ids per window are kept, for the evidence.
 
 use super::{endpoint_hash, key_hash, Inserted, RecentSet, Table};
 use crate::alert::{AlertKind, Severity};
@@ -39,6 +48,9 @@ use std::collections::VecDeque;
 const SAMPLE_IDS: usize = 10;
 /// Depth of a collection response walked for object ids: `{"accounts": [{"id": ..}]}` is 3.
 const MAX_HARVEST_DEPTH: usize = 4;
+/// Collection responses remembered as already read (16 bytes of key and 16 of value each);
+/// when full the memory is cleared (`listings_memo_resets`) and fills again.
+const MAX_READ_LISTINGS: usize = 65_536;
 
 /// Settings of `bola` (`[detect.behaviour.bola]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -153,6 +165,10 @@ pub struct BolaCounters {
     pub ids_harvested: u64,
     /// Endpoints not given a learned baseline because `max_endpoints` were cached.
     pub baselines_turned_away: u64,
+    /// Collection responses not read because the same owner was given the same bytes before.
+    pub listings_memo_hits: u64,
+    /// Times the memory of read listings was full ([`MAX_READ_LISTINGS`]) and cleared.
+    pub listings_memo_resets: u64,
 }
 
 /// One (client, endpoint) window.
@@ -186,6 +202,9 @@ const SHARED: u64 = 0;
 struct Owners {
     map: FastMap<u64, (u64, bool)>,
     order: VecDeque<u64>,
+    /// Entries evicted so far: a listing read when this stood at the same value still has
+    /// all of its ids.
+    evictions: u64,
 }
 
 impl Owners {
@@ -221,6 +240,28 @@ impl Owners {
         self.insert(id, (owner, false), cap)
     }
 
+    /// The owner of `id` as [`Owners::owner`] tells it, after recording `me`'s weak claim
+    /// when nobody has any (as [`Owners::claimed`]): one map probe while there is room. The
+    /// flag tells whether an older entry was evicted to make room.
+    fn owner_or_claim(&mut self, id: u64, me: u64, cap: usize) -> (Option<u64>, bool) {
+        use std::collections::hash_map::Entry;
+        if self.map.len() < cap {
+            return match self.map.entry(id) {
+                Entry::Occupied(e) => (Some(e.get().0).filter(|&o| o != SHARED), false),
+                Entry::Vacant(e) => {
+                    e.insert((me, false));
+                    self.order.push_back(id);
+                    (None, false)
+                }
+            };
+        }
+        // Full: the old way, which may evict.
+        match self.owner(id) {
+            Some(o) => (Some(o), false),
+            None => (None, self.claimed(id, me, cap)),
+        }
+    }
+
     fn insert(&mut self, id: u64, value: (u64, bool), cap: usize) -> bool {
         if cap == 0 {
             return false;
@@ -230,6 +271,7 @@ impl Owners {
             match self.order.pop_front() {
                 Some(old) => {
                     self.map.remove(&old);
+                    self.evictions = self.evictions.saturating_add(1);
                     evicted = true;
                 }
                 None => break,
@@ -250,6 +292,15 @@ pub struct Bola {
     counters: BolaCounters,
     /// Ids of the collection response being harvested (reused).
     ids: Vec<u64>,
+    /// Collection responses already read: keyed hash of (host, owner, body) -> (ids it
+    /// listed, [`Owners::evictions`] just after). See the module documentation.
+    read_listings: FastMap<u128, (u64, u64)>,
+    /// Keys the hash of `read_listings`, per detector, so that nobody can aim a collision.
+    listing_keys: ahash::RandomState,
+    /// Finds `d"`, the end of most id-named keys.
+    lower_id_end: memchr::memmem::Finder<'static>,
+    /// Finds `D"`, the end of `userID`.
+    upper_id_end: memchr::memmem::Finder<'static>,
 }
 
 impl Bola {
@@ -261,6 +312,10 @@ impl Bola {
             baselines: FastMap::default(),
             counters: BolaCounters::default(),
             ids: Vec::new(),
+            read_listings: FastMap::default(),
+            listing_keys: ahash::RandomState::new(),
+            lower_id_end: memchr::memmem::Finder::new(b"d\"").into_owned(),
+            upper_id_end: memchr::memmem::Finder::new(b"D\"").into_owned(),
         }
     }
 
@@ -285,23 +340,68 @@ impl Bola {
         b
     }
 
-    /// Records the ids a collection response returned to `owner`, read from the raw body.
+    /// Whether `body` can hold an id-named key: unescaped, each ends in `d` or `D` right
+    /// before its closing quote; escaped, it holds a backslash.
+    fn may_hold_ids(&self, body: &[u8]) -> bool {
+        self.lower_id_end.find(body).is_some()
+            || self.upper_id_end.find(body).is_some()
+            || memchr::memchr(b'\\', body).is_some()
+    }
+
+    /// Records the ids a collection response returned to `owner`, read from the raw body,
+    /// unless reading it cannot change anything (see the module documentation).
     fn harvest(&mut self, host: &str, owner: u64, body: &[u8]) {
+        if !self.may_hold_ids(body) {
+            return;
+        }
+        let memo_key = {
+            let a = self.listing_keys.hash_one((host, owner, body));
+            let b = self.listing_keys.hash_one((a, body, owner, host));
+            (u128::from(a) << 64) | u128::from(b)
+        };
+        if let Some(&(listed, evictions)) = self.read_listings.get(&memo_key) {
+            if listed == 0 || evictions == self.owners.evictions {
+                self.counters.listings_memo_hits =
+                    self.counters.listings_memo_hits.saturating_add(1);
+                self.counters.ids_harvested = self.counters.ids_harvested.saturating_add(listed);
+                return;
+            }
+        }
+        let evictions_before = self.owners.evictions;
+        let listed = self.harvest_body(host, owner, body);
+        // A listing that evicted some of its own ids would put them back when read again.
+        if self.owners.evictions == evictions_before {
+            if self.read_listings.len() >= MAX_READ_LISTINGS {
+                self.read_listings.clear();
+                self.counters.listings_memo_resets =
+                    self.counters.listings_memo_resets.saturating_add(1);
+            }
+            self.read_listings
+                .insert(memo_key, (listed, self.owners.evictions));
+        }
+    }
+
+    /// Reads the ids of one collection response and records them as listed to `owner`;
+    /// returns how many it recorded.
+    fn harvest_body(&mut self, host: &str, owner: u64, body: &[u8]) -> u64 {
         let mut ids = std::mem::take(&mut self.ids);
         let whole = collect_ids(body, self.cfg.max_ids_per_response, &mut |id| {
             ids.push(key_hash(&[host.as_bytes(), id]));
         });
+        let mut listed = 0u64;
         // A body cut by a capture gap, or not JSON, tells nothing reliable about ownership.
         if whole {
             for &id in &ids {
                 if self.owners.listed(id, owner, self.cfg.max_owned_objects) {
                     self.counters.owners_evicted = self.counters.owners_evicted.saturating_add(1);
                 }
-                self.counters.ids_harvested = self.counters.ids_harvested.saturating_add(1);
+                listed += 1;
             }
+            self.counters.ids_harvested = self.counters.ids_harvested.saturating_add(listed);
         }
         ids.clear();
         self.ids = ids;
+        listed
     }
 }
 
@@ -342,6 +442,11 @@ fn is_id_key(key: &str) -> bool {
     key == "id" || key.ends_with("Id") || key.ends_with("_id") || key.ends_with("ID")
 }
 
+/// [`is_id_key`] on the bytes of a key.
+fn is_id_key_bytes(key: &[u8]) -> bool {
+    key == b"id" || key.ends_with(b"Id") || key.ends_with(b"_id") || key.ends_with(b"ID")
+}
+
 /// Calls `f` with each object id (string or integer value of an id-named key) of a JSON
 /// document, at most `budget` of them in document order, from objects nested at most
 /// [`MAX_HARVEST_DEPTH`] deep. Reads the raw bytes ([`rawjson`]): a collection response costs
@@ -362,7 +467,13 @@ fn collect_ids(body: &[u8], mut budget: usize, f: &mut impl FnMut(&[u8])) -> boo
         let take = std::mem::take(&mut id_key) && shallow && budget > 0;
         match event {
             Event::Key { raw, escaped } => {
-                id_key = rawjson::unescape(raw, escaped).is_some_and(|k| is_id_key(&k));
+                // Unescaped, the key is its bytes: test the name first, so that only id-named
+                // keys pay for the UTF-8 check.
+                id_key = if escaped {
+                    rawjson::unescape(raw, escaped).is_some_and(|k| is_id_key(&k))
+                } else {
+                    is_id_key_bytes(raw) && std::str::from_utf8(raw).is_ok()
+                };
             }
             Event::Str { raw, escaped } => {
                 let Some(s) = rawjson::unescape(raw, escaped) else {
@@ -489,16 +600,13 @@ impl Detector for Bola {
         let threshold = threshold as usize;
         for (_, id) in cx.object_ids {
             let id_key = key_hash(&[host.as_bytes(), id.as_bytes()]);
-            let foreign = match self.owners.owner(id_key) {
-                Some(o) => o != me,
-                None => {
-                    if self.owners.claimed(id_key, me, self.cfg.max_owned_objects) {
-                        self.counters.owners_evicted =
-                            self.counters.owners_evicted.saturating_add(1);
-                    }
-                    false
-                }
-            };
+            let (owner, evicted) =
+                self.owners
+                    .owner_or_claim(id_key, me, self.cfg.max_owned_objects);
+            if evicted {
+                self.counters.owners_evicted = self.counters.owners_evicted.saturating_add(1);
+            }
+            let foreign = owner.is_some_and(|o| o != me);
             match w.objects.insert(id_key, cx.ts, foreign, cap) {
                 Inserted::New
                     if w.sample.len() < SAMPLE_IDS && !w.sample.iter().any(|s| s == id) =>
@@ -703,6 +811,102 @@ mod tests {
             (o.owner(1), o.owner(2), o.owner(3)),
             (None, Some(20), Some(30))
         );
+    }
+
+    /// The owner entries, in eviction order, and the counters that harvesting moves.
+    type OwnerState = (Vec<(u64, (u64, bool))>, u64, u64);
+
+    fn owner_state(b: &Bola) -> OwnerState {
+        let entries = b
+            .owners
+            .order
+            .iter()
+            .filter_map(|id| b.owners.map.get(id).map(|&e| (*id, e)))
+            .collect();
+        (entries, b.counters.ids_harvested, b.counters.owners_evicted)
+    }
+
+    /// Collection bodies for the harvest tests: overlapping ids, one escaped key, one
+    /// without ids, one cut short.
+    const LISTINGS: [&str; 6] = [
+        r#"{"accounts":[{"id":1},{"id":2},{"id":3}]}"#,
+        r#"{"accounts":[{"id":3},{"id":4}]}"#,
+        r#"[{"accountId":"a5"},{"i\u0064":6}]"#,
+        r#"{"items":[{"sku":"x"}],"page":2}"#,
+        r#"{"accounts":[{"id":7},{"id":8"#,
+        r#"{"ownerID":"9","userId":10,"id":11}"#,
+    ];
+
+    proptest::proptest! {
+        /// Harvesting through the prefilter and the memory of read listings leaves the owner
+        /// entries (and their eviction order) and the counters exactly as reading every body,
+        /// including when the owner map is small enough to evict.
+        #[test]
+        fn remembered_listings_change_nothing(
+            ops in proptest::collection::vec((0usize..LISTINGS.len(), 0u64..3, 0u8..3, 0u64..12), 1..80),
+            cap in 1usize..12,
+        ) {
+            let cfg = BolaConfig { max_owned_objects: cap, ..BolaConfig::default() };
+            let (mut fast, mut plain) = (Bola::new(&cfg), Bola::new(&cfg));
+            for (body, owner, kind, id) in ops {
+                match kind {
+                    // A path claim in between, as observe makes them.
+                    0 => {
+                        let (a, ea) = fast.owners.owner_or_claim(id, owner + 1, cap);
+                        let b = plain.owners.owner(id);
+                        let eb = if b.is_none() { plain.owners.claimed(id, owner + 1, cap) } else { false };
+                        proptest::prop_assert_eq!((a, ea), (b, eb));
+                        for (bola, e) in [(&mut fast, ea), (&mut plain, eb)] {
+                            if e {
+                                bola.counters.owners_evicted += 1;
+                            }
+                        }
+                    }
+                    _ => {
+                        let host = if kind == 1 { "a.example" } else { "b.example" };
+                        let raw = LISTINGS[body].as_bytes();
+                        fast.harvest(host, owner + 1, raw);
+                        plain.harvest_body(host, owner + 1, raw);
+                    }
+                }
+                proptest::prop_assert_eq!(owner_state(&fast), owner_state(&plain));
+            }
+        }
+
+        /// A body the prefilter passes over has no id to give.
+        #[test]
+        fn bodies_without_id_key_ends_give_no_ids(v in json(), pretty in proptest::prelude::any::<bool>()) {
+            let text = if pretty {
+                serde_json::to_vec_pretty(&v).unwrap()
+            } else {
+                serde_json::to_vec(&v).unwrap()
+            };
+            let b = Bola::new(&BolaConfig::default());
+            if !b.may_hold_ids(&text) {
+                let mut n = 0;
+                collect_ids(&text, usize::MAX, &mut |_| n += 1);
+                proptest::prop_assert_eq!(n, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_listing_read_again_is_not_read_but_counted() {
+        let mut b = Bola::new(&BolaConfig::default());
+        let body = LISTINGS[0].as_bytes();
+        b.harvest("h", 7, body);
+        b.harvest("h", 7, body);
+        b.harvest("h", 8, body);
+        assert_eq!(b.counters.listings_memo_hits, 1);
+        assert_eq!(b.counters.ids_harvested, 9);
+        assert_eq!(
+            b.owners.owner(key_hash(&[b"h", b"1"])),
+            None,
+            "shared by 7 and 8"
+        );
+        // No id-named key: not even hashed.
+        b.harvest("h", 7, LISTINGS[3].as_bytes());
+        assert_eq!(b.read_listings.len(), 2);
     }
 
     #[test]

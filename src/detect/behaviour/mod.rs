@@ -207,6 +207,9 @@ impl<const N: usize> RollingCount<N> {
 #[derive(Clone, Debug, Default)]
 pub struct RecentSet {
     items: Vec<(u64, u64, bool)>,
+    /// At most the oldest time of any item (exact after each expiry; times only grow), so an
+    /// expiry with nothing to forget reads no item.
+    oldest: u64,
 }
 
 /// What [`RecentSet::insert`] did.
@@ -226,7 +229,11 @@ impl RecentSet {
         let horizon = now
             .as_nanos()
             .saturating_sub(window_secs.saturating_mul(NANOS_PER_SEC));
+        if self.oldest >= horizon {
+            return;
+        }
         self.items.retain(|&(_, ts, _)| ts >= horizon);
+        self.oldest = self.items.iter().map(|e| e.1).min().unwrap_or(u64::MAX);
     }
 
     /// Adds `item` at `now` with `flag` (a seen item keeps a flag once set).
@@ -241,6 +248,7 @@ impl RecentSet {
             return Inserted::Full;
         }
         self.items.push((item, ts, flag));
+        self.oldest = self.oldest.min(ts);
         Inserted::New
     }
 
@@ -408,6 +416,42 @@ mod tests {
         s.expire(at(62), 60);
         assert_eq!(s.len(), 2, "item 1 was last seen at 1 s");
         assert_eq!(s.flagged(), 0);
+    }
+
+    proptest::proptest! {
+        /// Against an oracle that walks every item on every expiry: the same items, flags and
+        /// answers, whatever the order of times (late items included).
+        #[test]
+        fn recent_set_matches_an_oracle_that_always_expires(
+            ops in proptest::collection::vec((0u64..8, 0u64..200, proptest::bool::ANY, proptest::bool::ANY), 1..200)
+        ) {
+            let mut s = RecentSet::default();
+            let mut oracle: Vec<(u64, u64, bool)> = Vec::new();
+            for (item, secs, flag, expire) in ops {
+                let now = at(secs);
+                if expire {
+                    s.expire(now, 30);
+                    let horizon = now.as_nanos().saturating_sub(30 * NANOS_PER_SEC);
+                    oracle.retain(|e| e.1 >= horizon);
+                } else {
+                    let full = oracle.len() >= 5;
+                    let want = match oracle.iter_mut().find(|e| e.0 == item) {
+                        Some(e) => {
+                            e.1 = e.1.max(now.as_nanos());
+                            e.2 |= flag;
+                            Inserted::Seen
+                        }
+                        None if full => Inserted::Full,
+                        None => {
+                            oracle.push((item, now.as_nanos(), flag));
+                            Inserted::New
+                        }
+                    };
+                    proptest::prop_assert_eq!(s.insert(item, now, flag, 5), want);
+                }
+                proptest::prop_assert_eq!(&s.items, &oracle);
+            }
+        }
     }
 
     #[test]
