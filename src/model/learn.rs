@@ -31,7 +31,7 @@
 //! away is counted.
 
 use super::{LearnCounters, Model};
-use crate::baseline::caller::{CallerConfig, CallerProfile};
+use crate::baseline::caller::{CallerConfig, CallerKey, CallerProfile};
 use crate::baseline::profile::{endpoint_host, EndpointKey, EndpointProfile, ProfileConfig};
 use crate::identity::{Identity, IdentityExtractor};
 use crate::inventory::params;
@@ -103,7 +103,9 @@ fn endpoint_bytes(key: &EndpointKey, profile: &EndpointProfile) -> usize {
 }
 
 /// Bytes one caller entry is charged: its estimate (pseudonym, profile and map slot), at
-/// least `reservation`.
+/// least `reservation`. Charged as when the table held a `String` key and the profile in the
+/// slot, before it held a [`CallerKey`] and a box: a budget admits the same callers as it did,
+/// and the charge is within a few bytes of what an entry now holds.
 fn caller_bytes(pseudonym: &str, profile: &CallerProfile, reservation: usize) -> usize {
     let estimate = std::mem::size_of::<(String, CallerProfile)>()
         + MAP_ENTRY_OVERHEAD_BYTES
@@ -134,6 +136,11 @@ struct Charge {
     since: u32,
 }
 
+/// Caller profiles by subject pseudonym. Profiles are boxed so the table is dense (32 bytes
+/// a slot instead of a few hundred): detection probes it for every identified call but rarely
+/// reads the profile it finds, and thousands of callers then fit in cache.
+type CallerMap = HashMap<CallerKey, Box<CallerProfile>, ahash::RandomState>;
+
 pub struct Learner {
     cfg: LearnConfig,
     identity: IdentityExtractor,
@@ -141,7 +148,10 @@ pub struct Learner {
     /// Each profile with the bytes it is charged and the calls learned since they were
     /// measured.
     endpoints: HashMap<EndpointKey, (EndpointProfile, Charge)>,
-    callers: HashMap<String, CallerProfile>,
+    /// Looked up for every transaction with a subject, in detection as in learning: keys held
+    /// inline and a cheap (per-process seeded) hash. Iteration order is never output:
+    /// [`assemble`] sorts.
+    callers: CallerMap,
     /// Sum of [`endpoint_bytes`] and [`caller_bytes`] over all entries, kept up to date by
     /// the change of the entries each transaction touches.
     memory_bytes: usize,
@@ -161,8 +171,10 @@ impl Learner {
                     (k, (p, Charge { bytes, since: 0 }))
                 })
                 .collect();
-        let callers: HashMap<String, CallerProfile> =
-            std::mem::take(&mut model.callers).into_iter().collect();
+        let callers: CallerMap = std::mem::take(&mut model.callers)
+            .into_iter()
+            .map(|(k, p)| (CallerKey::new(&k), Box::new(p)))
+            .collect();
         // The one full walk: a loaded model's profiles count against the budget from the start.
         let memory_bytes = endpoints
             .values()
@@ -170,7 +182,7 @@ impl Learner {
             .chain(
                 callers
                     .iter()
-                    .map(|(k, p)| caller_bytes(k, p, cfg.caller_reservation_bytes)),
+                    .map(|(k, p)| caller_bytes(k.as_str(), p, cfg.caller_reservation_bytes)),
             )
             .fold(0usize, usize::saturating_add);
         Learner {
@@ -327,7 +339,7 @@ impl Learner {
 
     /// The profile of a caller (subject pseudonym), as learned so far.
     pub fn caller(&self, subject: &str) -> Option<&CallerProfile> {
-        self.callers.get(subject)
+        self.callers.get(subject).map(|p| &**p)
     }
 
     /// Adds OpenAPI path templates to the route learner (a spec loaded while running).
@@ -370,7 +382,7 @@ impl Learner {
                 let mut p = CallerProfile::new(&self.cfg.caller);
                 p.observe(tx, endpoint, &self.cfg.caller);
                 let after = caller_bytes(subject, &p, reservation);
-                self.callers.insert(subject.to_string(), p);
+                self.callers.insert(CallerKey::new(subject), Box::new(p));
                 (0, after)
             }
         };
@@ -388,13 +400,8 @@ impl Learner {
             ..
         } = self;
         let endpoints = endpoints.into_iter().map(|(k, (p, _))| (k, p)).collect();
-        assemble(
-            &cfg,
-            routes,
-            endpoints,
-            callers.into_iter().collect(),
-            model,
-        )
+        let callers = callers.into_iter().map(|(k, p)| (k.into(), *p)).collect();
+        assemble(&cfg, routes, endpoints, callers, model)
     }
 
     /// The model [`Learner::finish`] would return now, leaving the learner as it is: a
@@ -409,7 +416,7 @@ impl Learner {
         let callers = self
             .callers
             .iter()
-            .map(|(k, p)| (k.clone(), p.clone()))
+            .map(|(k, p)| (k.as_str().to_owned(), (**p).clone()))
             .collect();
         assemble(
             &self.cfg,
@@ -633,7 +640,7 @@ mod tests {
         let callers = l
             .callers
             .iter()
-            .map(|(k, p)| caller_bytes(k, p, 8 << 10))
+            .map(|(k, p)| caller_bytes(k.as_str(), p, 8 << 10))
             .sum::<usize>();
         let charged = l.endpoints.values().map(|(_, c)| c.bytes).sum::<usize>();
         let walk = l

@@ -24,6 +24,7 @@
 
 use super::{ErrorSpikeConfig, VolumeConfig};
 use crate::alert::{AlertKind, Severity};
+use crate::baseline::caller::CallerKey;
 use crate::baseline::sketch::{hash64, HourOfWeekRate};
 use crate::common::Timestamp;
 use crate::detect::FastMap;
@@ -124,7 +125,8 @@ pub struct VolumeDetector {
     cfg: VolumeConfig,
     /// By [`crate::detect::endpoint_id`].
     endpoints: FastMap<u64, Ring<1>>,
-    callers: FastMap<String, Ring<1>>,
+    /// Pseudonyms held inline: the table is probed on every identified call.
+    callers: FastMap<CallerKey, Ring<1>>,
     /// Capture time of the last sweep of idle caller windows: at most one sweep per window.
     last_sweep: Timestamp,
     counters: VolumeCounters,
@@ -210,19 +212,22 @@ impl VolumeDetector {
         };
         let w = self.cfg.window_secs;
         let subject = subject.as_str();
-        if !self.callers.contains_key(subject) && self.callers.len() >= self.cfg.max_callers {
-            self.sweep(cx.ts);
-            if self.callers.len() >= self.cfg.max_callers {
-                self.counters.callers_untracked += 1;
-                return;
+        // One probe for a known caller; a new one costs a second (and the only allocation, for
+        // a pseudonym too long to be held inline).
+        let ring = match self.callers.get_mut(subject) {
+            Some(ring) => ring,
+            None => {
+                if self.callers.len() >= self.cfg.max_callers {
+                    self.sweep(cx.ts);
+                    if self.callers.len() >= self.cfg.max_callers {
+                        self.counters.callers_untracked += 1;
+                        return;
+                    }
+                }
+                self.callers
+                    .entry(CallerKey::new(subject))
+                    .or_insert_with(|| Ring::new(w))
             }
-        }
-        if !self.callers.contains_key(subject) {
-            // The only allocation: a caller's first call.
-            self.callers.insert(subject.to_owned(), Ring::new(w));
-        }
-        let Some(ring) = self.callers.get_mut(subject) else {
-            return;
         };
         ring.add(cx.ts, [1]);
         let [observed] = ring.sum();

@@ -50,6 +50,7 @@ use features::{
 use gmm::{FitParams, Mixture, Scorer, MAX_DIM};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -416,9 +417,18 @@ fn client_hash(identity: &Identity) -> u64 {
     }
 }
 
+/// Closed windows kept for reuse by new clients, so the steady turnover of windows (every
+/// client's is closed by a sweep within two window lengths of its last call) does not free
+/// and regrow their sets. Each holds at most `2 * max_distinct` hashes of capacity.
+const MAX_SPARE_WINDOWS: usize = 256;
+
 /// Open caller windows, capped, swept once per window length of capture time.
 struct Windows {
     open: FastMap<u64, Window>,
+    /// Closed windows whose memory the next new clients take, at most [`MAX_SPARE_WINDOWS`].
+    spare: Vec<Window>,
+    /// The clients a sweep closes; kept to reuse its memory (at most `max_callers`).
+    done: Vec<u64>,
     window_ns: u64,
     max_callers: usize,
     max_distinct: usize,
@@ -431,6 +441,8 @@ impl Windows {
     fn new(window_secs: u64, max_callers: usize, max_distinct: usize) -> Windows {
         Windows {
             open: FastMap::default(),
+            spare: Vec::new(),
+            done: Vec::new(),
             window_ns: window_secs.saturating_mul(1_000_000_000).max(1),
             max_callers,
             max_distinct,
@@ -450,18 +462,25 @@ impl Windows {
             return;
         }
         self.last_sweep = now;
-        let mut done: Vec<u64> = self
-            .open
-            .iter()
-            .filter(|(_, w)| self.ended(w, now))
-            .map(|(c, _)| *c)
-            .collect();
+        let mut done = std::mem::take(&mut self.done);
+        done.clear();
+        done.extend(
+            self.open
+                .iter()
+                .filter(|(_, w)| self.ended(w, now))
+                .map(|(c, _)| *c),
+        );
+        // Client order, not the map's: the reservoir sees the same sequence on every run.
         done.sort_unstable();
-        for c in done {
-            if let Some(w) = self.open.remove(&c) {
-                closed(c, &w);
+        for c in &done {
+            if let Some(w) = self.open.remove(c) {
+                closed(*c, &w);
+                if self.spare.len() < MAX_SPARE_WINDOWS {
+                    self.spare.push(w);
+                }
             }
         }
+        self.done = done;
     }
 
     /// Adds a call to its client's window (closing the previous one first when it ended);
@@ -478,13 +497,22 @@ impl Windows {
         closed: &mut dyn FnMut(u64, &Window),
     ) -> Option<&Window> {
         self.sweep(ts, closed);
-        if !self.open.contains_key(&client) && self.open.len() >= self.max_callers {
-            self.callers_over_cap = self.callers_over_cap.saturating_add(1);
-            return None;
-        }
-        let window_ns = self.window_ns;
-        let w = self.open.entry(client).or_insert_with(|| Window::new(ts));
-        if ts.as_nanos() >= w.start.as_nanos().saturating_add(window_ns) {
+        let full = self.open.len() >= self.max_callers;
+        let w = match self.open.entry(client) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(_) if full => {
+                self.callers_over_cap = self.callers_over_cap.saturating_add(1);
+                return None;
+            }
+            Entry::Vacant(e) => e.insert(match self.spare.pop() {
+                Some(mut w) => {
+                    w.reset(ts);
+                    w
+                }
+                None => Window::new(ts),
+            }),
+        };
+        if ts.as_nanos() >= w.start.as_nanos().saturating_add(self.window_ns) {
             closed(client, w);
             w.reset(ts);
         }

@@ -594,6 +594,174 @@ fn caps_turn_away_callers_and_count_them() {
     assert_eq!(w.open.len(), 1);
 }
 
+/// A naive model of [`Windows`]: ordered maps and sets, a fresh window for every client.
+#[derive(Default)]
+struct WindowsOracle {
+    open: BTreeMap<u64, OracleWindow>,
+    last_sweep: u64,
+    over_cap: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct OracleWindow {
+    start: u64,
+    requests: u32,
+    errors: u32,
+    bytes: u64,
+    endpoints: std::collections::BTreeSet<u64>,
+    objects: std::collections::BTreeSet<u64>,
+}
+
+impl OracleWindow {
+    fn new(start: u64) -> OracleWindow {
+        OracleWindow {
+            start,
+            requests: 0,
+            errors: 0,
+            bytes: 0,
+            endpoints: Default::default(),
+            objects: Default::default(),
+        }
+    }
+
+    fn raw(&self) -> [f64; features::WINDOW_DIM] {
+        [
+            f64::from(self.requests),
+            self.endpoints.len() as f64,
+            self.objects.len() as f64,
+            f64::from(self.errors) / f64::from(self.requests.max(1)),
+            self.bytes as f64,
+        ]
+    }
+}
+
+impl WindowsOracle {
+    #[allow(clippy::too_many_arguments)]
+    fn observe(
+        &mut self,
+        (window_ns, max_callers, max_distinct): (u64, usize, usize),
+        client: u64,
+        ts: u64,
+        endpoint: u64,
+        objects: &[(String, String)],
+        status: u16,
+        bytes: u64,
+        closed: &mut Vec<(u64, u64, [f64; features::WINDOW_DIM])>,
+    ) -> Option<OracleWindow> {
+        if ts >= self.last_sweep.saturating_add(window_ns) {
+            self.last_sweep = ts;
+            let ended: Vec<u64> = self
+                .open
+                .iter()
+                .filter(|(_, w)| ts >= w.start + window_ns)
+                .map(|(c, _)| *c)
+                .collect();
+            for c in ended {
+                if let Some(w) = self.open.remove(&c) {
+                    closed.push((c, w.start, w.raw()));
+                }
+            }
+        }
+        if !self.open.contains_key(&client) && self.open.len() >= max_callers {
+            self.over_cap += 1;
+            return None;
+        }
+        let w = self
+            .open
+            .entry(client)
+            .or_insert_with(|| OracleWindow::new(ts));
+        if ts >= w.start + window_ns {
+            closed.push((client, w.start, w.raw()));
+            *w = OracleWindow::new(ts);
+        }
+        w.requests += 1;
+        w.errors += u32::from(status >= 400);
+        w.bytes += bytes;
+        let add = |set: &mut std::collections::BTreeSet<u64>, h: u64| {
+            if set.len() < max_distinct || set.contains(&h) {
+                set.insert(h);
+            }
+        };
+        add(&mut w.endpoints, endpoint);
+        for (_, v) in objects {
+            add(
+                &mut w.objects,
+                fnv(&[&endpoint.to_le_bytes(), v.as_bytes()]),
+            );
+        }
+        Some(w.clone())
+    }
+}
+
+/// Windows taken over from closed ones (with their sets' memory) count exactly as fresh
+/// windows would: every open and closed window equals the naive model's, call by call, through
+/// caps, sweeps and thousands of window turnovers.
+#[test]
+fn recycled_windows_count_like_fresh_ones() {
+    let window_ns = 60_000_000_000;
+    let caps = (window_ns, 12, 5);
+    for seed in 1..=4u64 {
+        let mut rng = Rng(seed);
+        let mut w = Windows::new(60, caps.1, caps.2);
+        let mut oracle = WindowsOracle::default();
+        let (mut got_closed, mut want_closed) = (Vec::new(), Vec::new());
+        let mut ts = T0 * 1_000_000_000;
+        let mut most_spare = 0;
+        for _ in 0..20_000 {
+            // Mostly sub-second steps, now and then a gap of minutes that ends every window.
+            ts += if rng.below(500) == 0 {
+                rng.below(300) * 1_000_000_000
+            } else {
+                rng.below(400_000_000)
+            };
+            let client = rng.below(20);
+            let endpoint = rng.below(8);
+            let objects: Vec<(String, String)> = (0..rng.below(3))
+                .map(|_| ("id".to_string(), rng.below(10).to_string()))
+                .collect();
+            let status = [200, 200, 404, 500][rng.below(4) as usize];
+            let bytes = rng.below(5000);
+            let got = w
+                .observe(
+                    client,
+                    Timestamp::from_nanos(ts),
+                    endpoint,
+                    &objects,
+                    status,
+                    bytes,
+                    &mut |c, win| got_closed.push((c, win.start.as_nanos(), win.raw())),
+                )
+                .map(|win| (win.start.as_nanos(), win.raw()));
+            let want = oracle
+                .observe(
+                    caps,
+                    client,
+                    ts,
+                    endpoint,
+                    &objects,
+                    status,
+                    bytes,
+                    &mut want_closed,
+                )
+                .map(|win| (win.start, win.raw()));
+            assert_eq!(got, want, "seed {seed} at {ts}");
+            most_spare = most_spare.max(w.spare.len());
+        }
+        assert_eq!(got_closed, want_closed, "seed {seed}");
+        assert_eq!(w.callers_over_cap, oracle.over_cap);
+        assert!(
+            w.callers_over_cap > 0 && got_closed.len() > 500,
+            "{}",
+            got_closed.len()
+        );
+        // Closed windows were put aside and taken again (the stream is checked throughout).
+        assert!(
+            most_spare > 0 && most_spare <= MAX_SPARE_WINDOWS,
+            "{most_spare}"
+        );
+    }
+}
+
 #[test]
 fn scoring_cost_per_transaction() {
     // Detection over the same traffic with and without the learned models: the difference is
