@@ -283,6 +283,10 @@ impl Detector for Bruteforce {
         "auth_bruteforce"
     }
 
+    fn counter_values(&self) -> serde_json::Value {
+        serde_json::to_value(self.counters()).unwrap_or_default()
+    }
+
     fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         if !self.cfg.enabled || !is_login_route(&cx.key.template, &self.cfg) {
             return;
