@@ -199,6 +199,7 @@ impl DetectAnalyzer {
     fn publish(&self) {
         let Some(e) = &self.engine else { return };
         let age = self.now.saturating_since(e.model().last_seen);
+        let detectors = e.detector_counters();
         self.metrics.publish_detect(&DetectStatus {
             counters: e.counters(),
             incidents: e.incident_counters(),
@@ -209,6 +210,7 @@ impl DetectAnalyzer {
             } else {
                 age.as_secs_f64()
             },
+            detectors: &detectors,
         });
     }
 

@@ -310,6 +310,9 @@ pub fn client_key(c: &Client) -> String {
 pub trait Detector: Send {
     /// A name for logs and counters.
     fn name(&self) -> &'static str;
+    /// Its own counters as a JSON object of counts (what it looked at, what its bounded tables
+    /// turned away), for [`DetectEngine::detector_counters`].
+    fn counter_values(&self) -> Value;
     /// Looks at one transaction and pushes what it finds.
     fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>);
 }
@@ -453,6 +456,28 @@ impl DetectEngine {
         self.learner.snapshot()
     }
 
+    /// Every detector's own counters, flattened to (detector, counter, count) in detector
+    /// order, plus the identity extractor's credential cache as detector `identity`: nested
+    /// objects join their keys with `_`; values that are not counts (flags) are left out. The
+    /// detector is named by [`Detector::name`] without any parenthesised note.
+    pub fn detector_counters(&self) -> Vec<(&'static str, String, u64)> {
+        let mut out = Vec::new();
+        for d in &self.detectors {
+            let name = d.name();
+            let name = name.split(" (").next().unwrap_or(name);
+            flatten_counts(name, "", &d.counter_values(), &mut out);
+        }
+        let cache = self.learner.identity().credential_cache_stats();
+        for (counter, n) in [
+            ("credential_cache_hits", cache.hits),
+            ("credential_cache_misses", cache.misses),
+            ("credential_cache_evictions", cache.evictions),
+        ] {
+            out.push(("identity", counter.to_owned(), n));
+        }
+        out
+    }
+
     /// Names of the detectors in use.
     pub fn detector_names(&self) -> Vec<&'static str> {
         self.detectors.iter().map(|d| d.name()).collect()
@@ -552,6 +577,34 @@ impl DetectEngine {
     /// The baselines as adapted so far, for saving.
     pub fn into_model(self) -> Model {
         self.learner.finish()
+    }
+}
+
+/// Appends the counts in `v` as (`detector`, name, count); see
+/// [`DetectEngine::detector_counters`].
+fn flatten_counts(
+    detector: &'static str,
+    prefix: &str,
+    v: &Value,
+    out: &mut Vec<(&'static str, String, u64)>,
+) {
+    match v {
+        Value::Number(n) => {
+            if let Some(n) = n.as_u64() {
+                out.push((detector, prefix.to_owned(), n));
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                let name = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}_{k}")
+                };
+                flatten_counts(detector, &name, v, out);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -660,6 +713,9 @@ mod tests {
         fn name(&self) -> &'static str {
             "evil"
         }
+        fn counter_values(&self) -> Value {
+            Value::Null
+        }
         fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
             if cx.req.uri.contains("evil") {
                 out.push(
@@ -755,6 +811,41 @@ mod tests {
         let mut e = engine(model, DetectConfig::default());
         e.learn_first(crate::common::Duration::from_secs(30));
         assert!(e.detecting(Timestamp::ZERO.add(crate::common::Duration::from_secs(1))));
+    }
+
+    #[test]
+    fn detector_counters_name_every_detector_and_count_what_it_saw() {
+        let identity = IdentityExtractor::new(&IdentityConfig::default(), KEY).unwrap();
+        let mut e = DetectEngine::new(
+            empty_model(),
+            identity,
+            DetectConfig::default(),
+            DetectEnv::default(),
+        )
+        .unwrap();
+        let txs: Vec<Transaction> = (0..5)
+            .map(|i| call("/v1/items?q=1", "alice", 1, i))
+            .collect();
+        run(&mut e, &txs);
+        let c = e.detector_counters();
+        let get = |d: &str, k: &str| {
+            c.iter()
+                .find(|(dd, kk, _)| *dd == d && kk == k)
+                .map(|(_, _, n)| *n)
+        };
+        // Each call carried a bearer token to a server the config does not list as TLS-fronted.
+        assert_eq!(get("signatures", "cleartext_unconfigured"), Some(5), "{c:?}");
+        assert_eq!(get("identity", "credential_cache_misses"), Some(1), "{c:?}");
+        assert_eq!(get("identity", "credential_cache_hits"), Some(4), "{c:?}");
+        // The geoip-less travel detector is named without its note; flags are not counts.
+        assert!(get("impossible_travel", "lookups").is_some(), "{c:?}");
+        assert!(get("impossible_travel", "database_loaded").is_none());
+        let names: std::collections::BTreeSet<&str> = c.iter().map(|(d, _, _)| *d).collect();
+        for d in &e.detectors {
+            let name = d.name().split(" (").next().unwrap();
+            assert!(names.contains(name), "{name} exports no counter: {names:?}");
+        }
+        assert!(names.iter().all(|n| !n.contains(' ')), "{names:?}");
     }
 
     #[test]

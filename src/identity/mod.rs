@@ -707,6 +707,13 @@ impl IdentityExtractor {
         }
     }
 
+    /// The pseudonym of an account name read from a login request's body (JSON or form), in
+    /// the namespace of Basic users (`u:`): detectors key and show the account by it, never
+    /// by the name. Callers normalise the name first (trimmed, lower case).
+    pub fn username_pseudonym(&self, name: &[u8]) -> Pseudonym {
+        self.pseudo.pseudonym(KIND_USER, name)
+    }
+
     /// The pseudonym `derive` gives for a credential other than a bearer token, through the
     /// cache.
     fn pseudonym_of(

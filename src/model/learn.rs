@@ -347,6 +347,11 @@ impl Learner {
         self.routes.add_spec_paths(paths);
     }
 
+    /// The identity extractor (and its pseudonymiser) calls are prepared with.
+    pub fn identity(&self) -> &IdentityExtractor {
+        &self.identity
+    }
+
     /// The route learner (templates, spec paths, overrides).
     pub fn routes(&self) -> &RouteLearner {
         &self.routes

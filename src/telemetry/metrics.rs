@@ -163,6 +163,10 @@ pub struct Metrics {
     pub detect_learning: IntGauge,
     /// `apitap_detect_model_saves_total{result}`: saves of the adapted model, `ok` or `error`.
     pub detect_model_saves: IntCounterVec,
+    /// `apitap_detect_detector_events_total{detector,counter}`: each detector's own counters
+    /// (values looked at, memo hits, entries its bounded tables turned away or evicted) and
+    /// the identity extractor's credential cache (`detector="identity"`).
+    pub detect_detector_events: IntCounterVec,
 
     /// `apitap_baseline_learning_state{state}`: 1 for the current state of the baseline
     /// (`learning`, `detecting`), 0 for the others.
@@ -282,6 +286,7 @@ impl Metrics {
             detect_rate_limited: counter(&r, "apitap_detect_rate_limited_total", "Incidents not alerted because of the global alert rate limit."),
             detect_learning: gauge(&r, "apitap_detect_learning", "1 while the learning period runs and nothing is detected yet."),
             detect_model_saves: counter_vec(&r, "apitap_detect_model_saves_total", "Saves of the adapted model, by result.", &["result"]),
+            detect_detector_events: counter_vec(&r, "apitap_detect_detector_events_total", "Each detector's own counters: what it looked at and what its bounded tables turned away.", &["detector", "counter"]),
             learning_state: gauge_vec(&r, "apitap_baseline_learning_state", "1 for the current state of the baseline, 0 for the others.", &["state"]),
             model_age: {
                 let g = GaugeVec::new(Opts::new("apitap_baseline_model_age_seconds", "Packet time since a model was last updated."), &["model"]).expect("valid metric name");
@@ -333,6 +338,14 @@ impl Metrics {
             .fold(0u64, |a, n| a.saturating_add(*n));
         advance(&self.detect_suppressed, suppressed);
         advance(&self.detect_rate_limited, s.incidents.rate_limited);
+        for (detector, counter, n) in s.detectors {
+            if let Ok(c) = self
+                .detect_detector_events
+                .get_metric_with_label_values(&[detector, counter.as_str()])
+            {
+                advance(&c, *n);
+            }
+        }
         self.detect_incidents_open
             .set(i64::try_from(s.open_incidents).unwrap_or(i64::MAX));
         self.detect_learning.set(i64::from(s.learning));
@@ -375,6 +388,8 @@ pub struct DetectStatus<'a> {
     pub learning: bool,
     /// Packet time since the model last learned a transaction.
     pub model_age_secs: f64,
+    /// [`crate::detect::DetectEngine::detector_counters`].
+    pub detectors: &'a [(&'static str, String, u64)],
 }
 
 /// Adds `n` to one series of a counter family; a wrong label count drops the update.
@@ -836,12 +851,17 @@ mod tests {
             incidents.suppressed.insert(step as usize, 2);
             incidents.rate_limited = step;
             for _ in 0..2 {
+                let detectors = [
+                    ("bola", "ids_harvested".to_owned(), 100 * step),
+                    ("identity", "credential_cache_hits".to_owned(), 7 * step),
+                ];
                 m.publish_detect(&DetectStatus {
                     counters: &counters,
                     incidents: &incidents,
                     open_incidents: step as usize,
                     learning: step == 1,
                     model_age_secs: 5.0,
+                    detectors: &detectors,
                 });
             }
         }
@@ -855,6 +875,14 @@ mod tests {
             "summed over rules"
         );
         assert_eq!(s["apitap_detect_rate_limited_total"], 3.0);
+        assert_eq!(
+            s["apitap_detect_detector_events_total{counter=\"ids_harvested\",detector=\"bola\"}"],
+            300.0
+        );
+        assert_eq!(
+            s["apitap_detect_detector_events_total{counter=\"credential_cache_hits\",detector=\"identity\"}"],
+            21.0
+        );
         assert_eq!(s["apitap_detect_incidents_open"], 3.0);
         assert_eq!(s["apitap_detect_learning"], 0.0);
         assert_eq!(s["apitap_baseline_learning_state{state=\"learning\"}"], 0.0);

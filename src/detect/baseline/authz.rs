@@ -148,6 +148,10 @@ impl Detector for BflaDetector {
         "bfla"
     }
 
+    fn counter_values(&self) -> serde_json::Value {
+        serde_json::to_value(self.counters()).unwrap_or_default()
+    }
+
     fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         let status = cx.status();
         if !(200..300).contains(&status) {

@@ -132,6 +132,10 @@ impl Detector for GraphqlDetector {
         "graphql_abuse"
     }
 
+    fn counter_values(&self) -> serde_json::Value {
+        serde_json::to_value(self.counters()).unwrap_or_default()
+    }
+
     fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         if !is_graphql_path(&cx.key.template) {
             return;

@@ -73,6 +73,10 @@ impl Detector for InventoryDetector {
         "inventory"
     }
 
+    fn counter_values(&self) -> serde_json::Value {
+        serde_json::to_value(self.counters()).unwrap_or_default()
+    }
+
     fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         let learning_end = *self.learning_end.get_or_insert(cx.ts);
         let status = cx.status();

@@ -315,6 +315,10 @@ impl Detector for VolumeDetector {
         "volume_spike"
     }
 
+    fn counter_values(&self) -> serde_json::Value {
+        serde_json::to_value(self.counters()).unwrap_or_default()
+    }
+
     fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         self.endpoint(cx, out);
         self.caller(cx, out);
@@ -388,6 +392,10 @@ fn learned_share(status: &crate::baseline::sketch::TopK, class: usize) -> f64 {
 impl Detector for ErrorSpikeDetector {
     fn name(&self) -> &'static str {
         "error_spike"
+    }
+
+    fn counter_values(&self) -> serde_json::Value {
+        serde_json::to_value(self.counters()).unwrap_or_default()
     }
 
     fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {

@@ -233,6 +233,10 @@ impl Detector for MassAssignmentDetector {
         "mass_assignment"
     }
 
+    fn counter_values(&self) -> serde_json::Value {
+        serde_json::to_value(self.counters()).unwrap_or_default()
+    }
+
     fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         if !self
             .cfg
@@ -528,6 +532,10 @@ impl ExcessiveDataDetector {
 impl Detector for ExcessiveDataDetector {
     fn name(&self) -> &'static str {
         "excessive_data"
+    }
+
+    fn counter_values(&self) -> serde_json::Value {
+        serde_json::to_value(self.counters()).unwrap_or_default()
     }
 
     fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {

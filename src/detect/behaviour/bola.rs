@@ -538,6 +538,10 @@ impl Detector for Bola {
         "bola"
     }
 
+    fn counter_values(&self) -> serde_json::Value {
+        serde_json::to_value(self.counters()).unwrap_or_default()
+    }
+
     fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         if !self.cfg.enabled || !(200..300).contains(&cx.status()) {
             return;

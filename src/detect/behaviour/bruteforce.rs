@@ -9,16 +9,16 @@
 //! Three views, each with its own window and threshold:
 //! - per client address: one source spraying many failures (credential stuffing), client scope;
 //! - per username (the Basic user pseudonym, else the JSON or form body's `username`, `email`,
-//!   `login` or `user` field, kept only as a 64-bit hash): one account attacked from at least
+//!   `login` or `user` field, kept only as a keyed pseudonym and a 64-bit hash of it): one account attacked from at least
 //!   `username_min_clients` addresses (a single source is the first view's), endpoint scope;
 //! - per endpoint: failures across at least `endpoint_min_clients` addresses far above the
 //!   endpoint's learned failure ratio times its calls in the window, endpoint scope.
 //!
 //! Invariants: per-key state is a fixed-size bucket counter plus a capped set of hashes, in
 //! tables with caps and turned-away counters; a raw username never enters state or evidence
-//! (the evidence shows a Basic pseudonym or a masked form such as `a…(17 chars)`).
+//! (the evidence shows its keyed `u:` pseudonym, the one Basic credentials of that name get).
 
-use super::{endpoint_hash, ip_hash, key_hash, masked, RecentSet, RollingCount, Table};
+use super::{endpoint_hash, ip_hash, key_hash, RecentSet, RollingCount, Table};
 use crate::alert::{AlertKind, Severity};
 use crate::baseline::profile::EndpointProfile;
 use crate::detect::config::Problems;
@@ -199,26 +199,29 @@ fn is_login_route(template: &str, cfg: &BruteforceConfig) -> bool {
         .any(|w| cfg.route_words.iter().any(|r| r.eq_ignore_ascii_case(w)))
 }
 
-/// The account a login attempt names: (state hash, evidence form).
+/// The account a login attempt names: (state hash, evidence form). Both come from a keyed
+/// pseudonym (the Basic user's, else one made from the body's name), so neither the state nor
+/// an alert holds anything from which the name can be guessed without the deployment key.
 fn username(cx: &Context<'_>) -> Option<(u64, String)> {
-    if let Some(u) = &cx.identity.basic_user {
-        return Some((
-            key_hash(&[b"basic", u.as_str().as_bytes()]),
-            u.as_str().to_owned(),
-        ));
-    }
-    let raw = match cx.request_json() {
-        Some(Value::Object(map)) => USERNAME_FIELDS
-            .iter()
-            .find_map(|f| map.get(*f).and_then(Value::as_str))
-            .map(str::to_owned),
-        _ => form_username(&cx.req.body.data),
-    }?;
-    let norm = raw.trim().to_lowercase();
-    if norm.is_empty() || norm.len() > 256 {
-        return None;
-    }
-    Some((key_hash(&[b"user", norm.as_bytes()]), masked(&norm, 1)))
+    let pseudonym = match &cx.identity.basic_user {
+        Some(u) => u.clone(),
+        None => {
+            let raw = match cx.request_json() {
+                Some(Value::Object(map)) => USERNAME_FIELDS
+                    .iter()
+                    .find_map(|f| map.get(*f).and_then(Value::as_str))
+                    .map(str::to_owned),
+                _ => form_username(&cx.req.body.data),
+            }?;
+            let norm = raw.trim().to_lowercase();
+            if norm.is_empty() || norm.len() > 256 {
+                return None;
+            }
+            cx.learner.identity().username_pseudonym(norm.as_bytes())
+        }
+    };
+    let shown = pseudonym.as_str();
+    Some((key_hash(&[b"user", shown.as_bytes()]), shown.to_owned()))
 }
 
 /// The username of an `application/x-www-form-urlencoded` login body.
@@ -278,6 +281,10 @@ fn finding(counters: &mut BruteforceCounters, cx: &Context<'_>, view: &str) -> F
 impl Detector for Bruteforce {
     fn name(&self) -> &'static str {
         "auth_bruteforce"
+    }
+
+    fn counter_values(&self) -> serde_json::Value {
+        serde_json::to_value(self.counters()).unwrap_or_default()
     }
 
     fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {

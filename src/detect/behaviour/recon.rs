@@ -196,6 +196,10 @@ impl Detector for Recon {
         "recon_scan"
     }
 
+    fn counter_values(&self) -> serde_json::Value {
+        serde_json::to_value(self.counters()).unwrap_or_default()
+    }
+
     fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         if !self.cfg.enabled || !self.is_miss(cx) {
             return;

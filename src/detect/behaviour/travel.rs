@@ -259,6 +259,10 @@ impl Detector for ImpossibleTravel {
         }
     }
 
+    fn counter_values(&self) -> serde_json::Value {
+        serde_json::to_value(self.counters()).unwrap_or_default()
+    }
+
     fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         let (true, Some(db), Some(subject)) =
             (self.cfg.enabled, &self.db, cx.identity.subject.as_ref())

@@ -959,6 +959,10 @@ impl Detector for LearnedDetector {
         "learned"
     }
 
+    fn counter_values(&self) -> serde_json::Value {
+        serde_json::to_value(self.counters()).unwrap_or_default()
+    }
+
     fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         self.observe_shape(cx, out);
         self.observe_window(cx, out);

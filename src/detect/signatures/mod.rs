@@ -477,6 +477,10 @@ impl Detector for SignatureDetector {
         "signatures"
     }
 
+    fn counter_values(&self) -> serde_json::Value {
+        serde_json::to_value(self.counters()).unwrap_or_default()
+    }
+
     fn observe(&mut self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         self.matches.clear();
         self.matches_total = 0;
