@@ -24,6 +24,7 @@ pub mod graphql;
 pub mod inventory;
 pub mod rate;
 pub mod schema;
+mod skeleton;
 
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,7 @@
 //! at the budget and says so (`walk_truncated`).
 
 use super::authz::contains_ci;
+use super::skeleton::skeleton;
 use super::{ExcessiveDataConfig, MassAssignmentConfig};
 use crate::alert::{AlertKind, Severity};
 use crate::baseline::profile::{status_class, ProfileConfig, STATUS_CLASSES};
@@ -377,107 +378,6 @@ pub struct ExcessiveDataDetector {
 const MAX_MEMO_ENDPOINTS: usize = 4096;
 /// Clean skeletons remembered per endpoint.
 const MAX_MEMO_SKELETONS: usize = 64;
-/// Key paths read from one body for its skeleton; a larger body is simply walked.
-const MAX_SKELETON_KEYS: usize = 4096;
-/// Nesting read for a skeleton; deeper bodies are simply walked.
-const MAX_SKELETON_DEPTH: usize = 64;
-
-/// A hash of the set of key paths (`$.a`, `$.items[].b`) of a JSON document, read from its
-/// raw bytes without building it (no allocation beyond `scratch`). `None` when the bytes do
-/// not look like a JSON object or array, or exceed the skeleton limits: the caller then parses
-/// and walks as usual. Key strings are hashed as written (escapes included), so two spellings
-/// of one key only cost a memo miss.
-fn skeleton(raw: &[u8], scratch: &mut Vec<u64>) -> Option<u64> {
-    use crate::detect::rawjson::{Event, Reader};
-    const ARRAY: u64 = 0x9e37_79b9_7f4a_7c15;
-    /// The path hash `h` extended by one key: eight bytes per multiply (keys are short, and
-    /// a byte-at-a-time hash was a fifth of the skeleton's cost), the length folded in so that
-    /// zero padding cannot alias.
-    #[inline]
-    fn mix(h: u64, bytes: &[u8]) -> u64 {
-        const K: u64 = 0x9e37_79b9_7f4a_7c15;
-        let step = |x: u64, w: u64| {
-            let y = (x ^ w).wrapping_mul(K);
-            y ^ (y >> 32)
-        };
-        let mut x = step(h, 0xcbf2_9ce4_8422_2325 ^ bytes.len() as u64);
-        let mut words = bytes.chunks_exact(8);
-        for chunk in &mut words {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            x = step(x, u64::from_le_bytes(word));
-        }
-        let tail = words.remainder();
-        if !tail.is_empty() {
-            let mut word = [0u8; 8];
-            if let Some(w) = word.get_mut(..tail.len()) {
-                w.copy_from_slice(tail);
-            }
-            x = step(x, u64::from_le_bytes(word));
-        }
-        let x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^ (x >> 29)
-    }
-    scratch.clear();
-    // Per open container: (is_object, its path hash, path hash of the pending key's value).
-    let mut stack = [(false, 0u64, 0u64); MAX_SKELETON_DEPTH];
-    // The elements of a list repeat the same key paths: a path equal to the last one kept in
-    // its slot here is not kept again, so the sort below sees about the distinct paths (the
-    // set is the same: the sort and dedup still remove any repeat this misses).
-    let mut recent = [0u64; 64];
-    // Key paths read, kept or not: the limit counts them all, as before the filter.
-    let mut keys = 0usize;
-    let mut reader = Reader::new(raw);
-    while let Some(event) = reader.next_event().ok()? {
-        // Depth after the event: an open has already been counted, a close already undone.
-        let depth = reader.depth();
-        match event {
-            Event::Open { object } => {
-                if depth > MAX_SKELETON_DEPTH {
-                    return None;
-                }
-                let path = match depth.checked_sub(2).and_then(|d| stack.get(d)) {
-                    None => 1,
-                    Some(&(true, _, value)) => value,
-                    Some(&(false, arr, _)) => arr,
-                };
-                let slot = stack.get_mut(depth - 1)?;
-                *slot = if object {
-                    (true, path, 0)
-                } else {
-                    (false, mix(path, &ARRAY.to_le_bytes()), 0)
-                };
-            }
-            Event::Key { raw: key, .. } => {
-                let top = stack.get_mut(depth.checked_sub(1)?)?;
-                let path = mix(top.1, key);
-                top.2 = path;
-                if keys >= MAX_SKELETON_KEYS {
-                    return None;
-                }
-                keys += 1;
-                if let Some(last) = recent.get_mut((path % 64) as usize) {
-                    // 0 marks an empty slot, so a path hashing to 0 is always kept.
-                    if *last == path && path != 0 {
-                        continue;
-                    }
-                    *last = path;
-                }
-                scratch.push(path);
-            }
-            Event::Close | Event::Str { .. } | Event::Scalar(_) => {}
-        }
-    }
-    if !reader.finished() {
-        return None;
-    }
-    scratch.sort_unstable();
-    scratch.dedup();
-    Some(scratch.iter().fold(0x8422_2325_cbf2_9ce4, |h, p| {
-        (h ^ p).wrapping_mul(0x0100_0000_01b3).rotate_left(17)
-    }))
-}
-
 impl ExcessiveDataDetector {
     pub fn new(cfg: &ExcessiveDataConfig) -> Self {
         ExcessiveDataDetector {
@@ -774,62 +674,6 @@ mod tests {
 #[cfg(test)]
 mod skeleton_tests {
     use super::skeleton;
-
-    fn sk(s: &str) -> Option<u64> {
-        skeleton(s.as_bytes(), &mut Vec::new())
-    }
-
-    #[test]
-    fn the_same_key_paths_give_the_same_skeleton_whatever_the_values() {
-        let a = sk(r#"{"id":1,"items":[{"sku":"a","qty":2},{"sku":"b","qty":3}],"next":null}"#);
-        let b = sk(r#"{ "next": "x", "items": [ {"qty": 9, "sku": "z\"q"} ], "id": "7" }"#);
-        assert!(a.is_some());
-        assert_eq!(a, b);
-        assert_eq!(
-            sk(r#"{"a":{"b":1}}"#),
-            sk(r#"{"a":{"b":[1,2,{"c":1}]}}"#).and(sk(r#"{"a":{"b":1}}"#))
-        );
-    }
-
-    #[test]
-    fn a_new_or_moved_key_changes_the_skeleton() {
-        let base = sk(r#"{"user":{"name":"x","email":"y"}}"#);
-        for other in [
-            r#"{"user":{"name":"x","email":"y","passwordHash":"h"}}"#,
-            r#"{"user":{"name":"x"},"email":"y"}"#,
-            r#"{"user":[{"name":"x","email":"y"}]}"#,
-            r#"{"user":{"name":"x","email":"y"},"name":"z"}"#,
-        ] {
-            assert_ne!(sk(other), base, "{other}");
-        }
-        // Values that look like keys are not keys.
-        assert_eq!(
-            sk(r#"{"a":"b","c":"d"}"#),
-            sk(r#"{"a":"x:y","c":"{\"k\":1}"}"#)
-        );
-    }
-
-    #[test]
-    fn non_json_and_broken_bodies_have_no_skeleton() {
-        for s in [
-            "",
-            "hello",
-            "1",
-            "\"str\"",
-            "{",
-            r#"{"a":1}}"#,
-            r#"{"a":1}{"b":2}"#,
-            r#"{"a":"unterminated}"#,
-        ] {
-            assert_eq!(sk(s), None, "{s}");
-        }
-        let deep = "[".repeat(100) + &"]".repeat(100);
-        assert_eq!(sk(&deep), None);
-        // The key limit counts every key read, repeated or not.
-        let many = |n: usize| format!("[{}]", vec![r#"{"a":1}"#; n].join(","));
-        assert!(sk(&many(super::MAX_SKELETON_KEYS)).is_some());
-        assert_eq!(sk(&many(super::MAX_SKELETON_KEYS + 1)), None);
-    }
 
     /// `v` with every array's elements reversed and its first repeated: the same set of key
     /// paths.
