@@ -493,7 +493,7 @@ impl DetectEngine {
                 self.counters.withheld_from_learning =
                     self.counters.withheld_from_learning.saturating_add(1);
             } else {
-                let detail = !detecting || self.detail_due(&prepared.key);
+                let detail = !detecting || self.detail_due(&prepared);
                 self.learner.learn_detail(tx, &prepared, detail);
                 self.counters.learned = self.counters.learned.saturating_add(1);
             }
@@ -502,8 +502,8 @@ impl DetectEngine {
 
     /// Whether this call of an endpoint is learned in detail while detecting: every call of
     /// an endpoint with fewer than `adapt_full_calls` learned, then one in `adapt_detail_every`.
-    fn detail_due(&self, key: &EndpointKey) -> bool {
-        match self.learner.endpoint(key) {
+    fn detail_due(&self, prepared: &Prepared) -> bool {
+        match self.learner.endpoint_of(prepared) {
             None => true,
             Some(p) => {
                 p.calls < self.cfg.adapt_full_calls
@@ -520,12 +520,12 @@ impl DetectEngine {
             resp,
             ts: tx.ts(),
             key: &prepared.key,
-            endpoint_id: endpoint_id(&prepared.key),
+            endpoint_id: prepared.endpoint_id,
             endpoint: OnceCell::new(),
             client: OnceCell::new(),
             identity: &prepared.identity,
             object_ids: &prepared.object_ids,
-            profile: self.learner.endpoint(&prepared.key),
+            profile: self.learner.endpoint_of(prepared),
             caller: prepared
                 .identity
                 .subject
