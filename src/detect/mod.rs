@@ -364,6 +364,8 @@ pub struct DetectEngine {
     detect_from: Timestamp,
     /// A learning period to count from the first transaction (empty model).
     pending_period: Option<crate::common::Duration>,
+    /// The last transaction's [`Prepared`], whose buffers the next one reuses.
+    spent: Option<Prepared>,
 }
 
 impl DetectEngine {
@@ -388,6 +390,7 @@ impl DetectEngine {
             counters: DetectCounters::default(),
             detect_from: Timestamp::ZERO,
             pending_period: None,
+            spent: None,
         })
     }
 
@@ -466,7 +469,8 @@ impl DetectEngine {
             self.detect_from = ts.add(period);
         }
         self.incidents.advance(ts, out);
-        let Some(prepared) = self.learner.prepare(tx, self.cfg.adapt) else {
+        let spent = self.spent.take();
+        let Some(prepared) = self.learner.prepare_reusing(tx, self.cfg.adapt, spent) else {
             return;
         };
         let Some(req) = tx.request.as_ref() else {
@@ -498,6 +502,7 @@ impl DetectEngine {
                 self.counters.learned = self.counters.learned.saturating_add(1);
             }
         }
+        self.spent = Some(prepared);
     }
 
     /// Whether this call of an endpoint is learned in detail while detecting: every call of

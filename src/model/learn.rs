@@ -32,7 +32,7 @@
 
 use super::{LearnCounters, Model};
 use crate::baseline::caller::{CallerConfig, CallerProfile};
-use crate::baseline::profile::{endpoint_host, EndpointKey, EndpointProfile, ProfileConfig};
+use crate::baseline::profile::{endpoint_host_into, EndpointKey, EndpointProfile, ProfileConfig};
 use crate::detect::{endpoint_id, FastMap};
 use crate::identity::{Identity, IdentityExtractor};
 use crate::inventory::params;
@@ -322,22 +322,49 @@ impl Learner {
     /// adaptation). The detection engine calls this once per transaction and shares the
     /// result with [`Learner::learn`], so identities are extracted once.
     pub fn prepare(&mut self, tx: &Transaction, learn_routes: bool) -> Option<Prepared> {
+        self.prepare_reusing(tx, learn_routes, None)
+    }
+
+    /// [`Learner::prepare`], writing the key's strings and the object ids over the buffers of
+    /// `spent` (a result no longer needed), so that a caller preparing one transaction after
+    /// another allocates for them only while the buffers grow. The result is the same with or
+    /// without `spent`.
+    pub fn prepare_reusing(
+        &mut self,
+        tx: &Transaction,
+        learn_routes: bool,
+        spent: Option<Prepared>,
+    ) -> Option<Prepared> {
         let c = &mut self.model.counters;
         c.transactions = c.transactions.saturating_add(1);
         let Some(req) = tx.request.as_ref() else {
             c.without_request = c.without_request.saturating_add(1);
             return None;
         };
-        let host = endpoint_host(tx);
+        let (mut host, mut template, method, mut object_ids) = match spent {
+            Some(p) => (p.key.host, p.key.template, p.key.method, p.object_ids),
+            None => Default::default(),
+        };
+        endpoint_host_into(tx, &mut host);
         if learn_routes {
             self.routes.observe(&host, &req.method, &req.uri);
         }
-        let template = self.routes.template_path_of(&host, &req.uri);
-        let object_ids = params::path_params(&template, &req.uri)
-            .into_iter()
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
-            .collect();
-        let key = EndpointKey::of_request(req, host, template, &self.cfg.profile);
+        self.routes
+            .template_path_into(&host, &req.uri, &mut template);
+        let params = params::path_params(&template, &req.uri);
+        object_ids.truncate(params.len());
+        for (i, (name, value)) in params.into_iter().enumerate() {
+            match object_ids.get_mut(i) {
+                Some((n, v)) => {
+                    n.clear();
+                    n.push_str(name);
+                    v.clear();
+                    v.push_str(value);
+                }
+                None => object_ids.push((name.to_owned(), value.to_owned())),
+            }
+        }
+        let key = EndpointKey::of_request_reusing(req, host, template, method, &self.cfg.profile);
         let endpoint_id = endpoint_id(&key);
         let slot = self.endpoints.find(endpoint_id, &key).map(|index| Slot {
             learner: self.number,
@@ -943,6 +970,72 @@ mod tests {
         assert_eq!(b.endpoint(&p.key).map(|e| e.calls), Some(2));
         let p = a.prepare(&call("/v1/x", None, 4), true).unwrap();
         assert_eq!(b.endpoint_of(&p).map(|e| e.calls), None);
+    }
+
+    /// A request with the method and path given, on `host` (`None`: no Host header, so the
+    /// server address names the host).
+    fn request(host: Option<&str>, method: &str, path: &str, sec: u64) -> Transaction {
+        let mut t = call_on(host.unwrap_or(""), path, Some("tok"), sec);
+        if let Some(req) = t.request.as_mut() {
+            req.method = method.into();
+            if host.is_none() {
+                req.headers = Headers::new();
+            }
+        }
+        t
+    }
+
+    /// Preparing over the buffers of the previous result gives what preparing afresh gives,
+    /// whichever way the buffers have to grow or shrink: hosts long and short, upper case, a
+    /// trailing dot or none at all; paths with zero to three parameters; a method over the
+    /// label limit.
+    #[test]
+    fn prepare_reusing_a_spent_result_equals_preparing_afresh() {
+        let long_method = "M".repeat(ProfileConfig::default().max_label_bytes + 5);
+        let cases: Vec<(Option<&str>, &str, String)> = vec![
+            (
+                Some("api.example"),
+                "GET",
+                "/v1/users/123/orders/456".into(),
+            ),
+            (
+                Some("A.Much.Longer.Host.Name.Example."),
+                "POST",
+                "/v1/users/7".into(),
+            ),
+            (None, "GET", "/".into()),
+            (Some("api.example"), &long_method, "/v1/items".into()),
+            (Some("x"), "DELETE", "/v1/users/9/orders/8/lines/7".into()),
+            (Some("api.example"), "GET", "/v1/users/123?q=1".into()),
+        ];
+        let mut fresh = learner(LearnConfig::default());
+        let mut reusing = learner(LearnConfig::default());
+        let mut spent = None;
+        let mut most_ids = 0;
+        for round in 0..40u64 {
+            for (i, (host, method, path)) in cases.iter().enumerate() {
+                let t = request(*host, method, path, round * 10 + i as u64);
+                let learn_routes = round % 3 != 2;
+                let a = fresh.prepare(&t, learn_routes).unwrap();
+                let b = reusing
+                    .prepare_reusing(&t, learn_routes, spent.take())
+                    .unwrap();
+                assert_eq!(a.key, b.key, "{round} {path}");
+                assert_eq!(a.endpoint_id, b.endpoint_id);
+                assert_eq!(a.object_ids, b.object_ids, "{round} {path}");
+                assert_eq!(a.identity, b.identity);
+                most_ids = most_ids.max(b.object_ids.len());
+                fresh.learn(&t, &a);
+                reusing.learn(&t, &b);
+                spent = Some(b);
+            }
+        }
+        assert!(
+            most_ids >= 3,
+            "the cases must exercise object ids: {most_ids}"
+        );
+        let json = |m: &Model| serde_json::to_string(m).unwrap();
+        assert_eq!(json(&fresh.finish()), json(&reusing.finish()));
     }
 
     /// Loading a model whose endpoint list names a key twice keeps the last profile, once.
