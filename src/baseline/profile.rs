@@ -429,18 +429,31 @@ pub struct EndpointKey {
 /// The host an endpoint is filed under: the `Host` header lower-cased without a trailing dot,
 /// or the server `address:port` when there is none.
 pub fn endpoint_host(tx: &Transaction) -> String {
+    let mut host = String::new();
+    endpoint_host_into(tx, &mut host);
+    host
+}
+
+/// [`endpoint_host`] written over `out`, reusing its capacity.
+pub fn endpoint_host_into(tx: &Transaction, out: &mut String) {
+    use std::fmt::Write;
+    out.clear();
     match tx.request.as_ref().and_then(|r| r.headers.get("host")) {
         Some(h) if !h.is_empty() => {
-            let mut h = String::from_utf8_lossy(h).into_owned();
-            h.make_ascii_lowercase();
-            if h.ends_with('.') {
-                h.pop();
+            out.push_str(&String::from_utf8_lossy(h));
+            out.make_ascii_lowercase();
+            if out.ends_with('.') {
+                out.pop();
             }
-            h
         }
+        // Writing to a String cannot fail.
         _ => match tx.conn.server {
-            std::net::IpAddr::V4(a) => format!("{a}:{}", tx.conn.server_port),
-            std::net::IpAddr::V6(a) => format!("[{a}]:{}", tx.conn.server_port),
+            std::net::IpAddr::V4(a) => {
+                let _ = write!(out, "{a}:{}", tx.conn.server_port);
+            }
+            std::net::IpAddr::V6(a) => {
+                let _ = write!(out, "[{a}]:{}", tx.conn.server_port);
+            }
         },
     }
 }
@@ -471,15 +484,30 @@ impl EndpointKey {
         template: String,
         cfg: &ProfileConfig,
     ) -> EndpointKey {
+        EndpointKey::of_request_reusing(req, host, template, String::new(), cfg)
+    }
+
+    /// [`EndpointKey::of_request`] that writes the method over `method`, reusing its
+    /// capacity: with the host and template buffers of a spent key, a key made per request
+    /// allocates nothing once the buffers are large enough.
+    pub fn of_request_reusing(
+        req: &Request,
+        host: String,
+        template: String,
+        mut method: String,
+        cfg: &ProfileConfig,
+    ) -> EndpointKey {
         let graphql = if is_graphql_path(&template) {
             request_graphql(req, cfg).and_then(|g| g.op)
         } else {
             None
         };
         let max = cfg.max_label_bytes;
+        method.clear();
+        method.push_str(&req.method);
         EndpointKey {
             host: truncate_owned(host, max),
-            method: truncate_label(&req.method, max).0,
+            method: truncate_owned(method, max),
             template: truncate_owned(template, max.max(cfg.max_key_path_bytes)),
             graphql,
         }

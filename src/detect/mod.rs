@@ -367,6 +367,8 @@ pub struct DetectEngine {
     detect_from: Timestamp,
     /// A learning period to count from the first transaction (empty model).
     pending_period: Option<crate::common::Duration>,
+    /// The last transaction's [`Prepared`], whose buffers the next one reuses.
+    spent: Option<Prepared>,
 }
 
 impl DetectEngine {
@@ -391,6 +393,7 @@ impl DetectEngine {
             counters: DetectCounters::default(),
             detect_from: Timestamp::ZERO,
             pending_period: None,
+            spent: None,
         })
     }
 
@@ -491,7 +494,8 @@ impl DetectEngine {
             self.detect_from = ts.add(period);
         }
         self.incidents.advance(ts, out);
-        let Some(prepared) = self.learner.prepare(tx, self.cfg.adapt) else {
+        let spent = self.spent.take();
+        let Some(prepared) = self.learner.prepare_reusing(tx, self.cfg.adapt, spent) else {
             return;
         };
         let Some(req) = tx.request.as_ref() else {
@@ -518,17 +522,18 @@ impl DetectEngine {
                 self.counters.withheld_from_learning =
                     self.counters.withheld_from_learning.saturating_add(1);
             } else {
-                let detail = !detecting || self.detail_due(&prepared.key);
+                let detail = !detecting || self.detail_due(&prepared);
                 self.learner.learn_detail(tx, &prepared, detail);
                 self.counters.learned = self.counters.learned.saturating_add(1);
             }
         }
+        self.spent = Some(prepared);
     }
 
     /// Whether this call of an endpoint is learned in detail while detecting: every call of
     /// an endpoint with fewer than `adapt_full_calls` learned, then one in `adapt_detail_every`.
-    fn detail_due(&self, key: &EndpointKey) -> bool {
-        match self.learner.endpoint(key) {
+    fn detail_due(&self, prepared: &Prepared) -> bool {
+        match self.learner.endpoint_of(prepared) {
             None => true,
             Some(p) => {
                 p.calls < self.cfg.adapt_full_calls
@@ -545,12 +550,12 @@ impl DetectEngine {
             resp,
             ts: tx.ts(),
             key: &prepared.key,
-            endpoint_id: endpoint_id(&prepared.key),
+            endpoint_id: prepared.endpoint_id,
             endpoint: OnceCell::new(),
             client: OnceCell::new(),
             identity: &prepared.identity,
             object_ids: &prepared.object_ids,
-            profile: self.learner.endpoint(&prepared.key),
+            profile: self.learner.endpoint_of(prepared),
             caller: prepared
                 .identity
                 .subject

@@ -7,12 +7,14 @@
 //! proxy is the client. Everything to its left was written by the client and is ignored.
 //!
 //! Invariants:
-//! - At most `max_forwarded_hops` entries (the rightmost ones) are kept per header kind; the
-//!   rest of the header is scanned but not stored.
+//! - At most `max_forwarded_hops` entries (the rightmost ones) are looked at per header kind;
+//!   the rest of the header is counted but not parsed.
 //! - A hop that is not an address (`unknown`, an obfuscated `_name`, garbage) stops the walk at
 //!   the last address reached: nothing to its left can be vouched for.
+//! - No allocation: the list is read twice in wire order (once to count its entries, once to
+//!   judge the kept ones) instead of being stored to be walked backwards; this runs for every
+//!   request a trusted proxy forwards.
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Longest node text worth parsing: a bracketed IPv6 address with zone and port is well under
@@ -114,96 +116,214 @@ fn split_unquoted(s: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// The hops of all `X-Forwarded-For` values, in wire order (several header lines form one list).
-pub(super) fn xff_hops<'a>(
+/// The entries of all `X-Forwarded-For` values, in wire order (several header lines form one
+/// list); [`xff_hop`] reads one.
+pub(super) fn xff_entries<'a>(
     values: impl Iterator<Item = &'a [u8]> + 'a,
-) -> impl Iterator<Item = Hop> + 'a {
+) -> impl Iterator<Item = &'a [u8]> + 'a {
     values
         .flat_map(|v| v.split(|b| *b == b','))
         .map(<[u8]>::trim_ascii)
         .filter(|e| !e.is_empty())
-        .map(|e| parse_node(e).map_or(Hop::Invalid, Hop::Addr))
 }
 
-/// The `for=` hops of all `Forwarded` values, in wire order. An element without `for=` is an
-/// invalid hop: the proxy that wrote it did not say whom it received the request from.
-pub(super) fn forwarded_hops<'a>(
+/// One `X-Forwarded-For` entry as a hop.
+pub(super) fn xff_hop(entry: &[u8]) -> Hop {
+    parse_node(entry).map_or(Hop::Invalid, Hop::Addr)
+}
+
+/// The elements of all `Forwarded` values, in wire order; [`forwarded_hop`] reads one.
+pub(super) fn forwarded_entries<'a>(
     values: impl Iterator<Item = &'a [u8]> + 'a,
-) -> impl Iterator<Item = Hop> + 'a {
+) -> impl Iterator<Item = &'a [u8]> + 'a {
     values
         .flat_map(|v| split_unquoted(v, b','))
         .filter(|e| !e.trim_ascii().is_empty())
-        .map(|element| {
-            split_unquoted(element, b';')
-                .find_map(|pair| {
-                    let eq = pair.iter().position(|b| *b == b'=')?;
-                    let name = pair.get(..eq)?.trim_ascii();
-                    name.eq_ignore_ascii_case(b"for")
-                        .then(|| pair.get(eq + 1..))
-                        .flatten()
-                })
-                .and_then(parse_node)
-                .map_or(Hop::Invalid, Hop::Addr)
-        })
 }
 
-/// Walks `hops` (wire order) from the right, starting at the trusted TCP peer. `None` when there
-/// are no hops at all, so the caller can try the next header kind.
-pub(super) fn walk(
+/// The `for=` hop of one `Forwarded` element. An element without `for=` is an invalid hop: the
+/// proxy that wrote it did not say whom it received the request from.
+pub(super) fn forwarded_hop(element: &[u8]) -> Hop {
+    split_unquoted(element, b';')
+        .find_map(|pair| {
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            let name = pair.get(..eq)?.trim_ascii();
+            name.eq_ignore_ascii_case(b"for")
+                .then(|| pair.get(eq + 1..))
+                .flatten()
+        })
+        .and_then(parse_node)
+        .map_or(Hop::Invalid, Hop::Addr)
+}
+
+/// Walks a forwarding list from the right, starting at the trusted TCP peer: the first hop
+/// that is not a trusted proxy's address is the client. `entries` gives the list's entries in
+/// wire order (it is called twice) and `hop` reads one. `None` when there are no entries at
+/// all, so the caller can try the next header kind.
+pub(super) fn walk<'a, I: Iterator<Item = &'a [u8]>>(
     peer: IpAddr,
-    hops: impl Iterator<Item = Hop>,
+    entries: impl Fn() -> I,
+    hop: impl Fn(&'a [u8]) -> Hop,
     max_hops: usize,
     is_trusted: impl Fn(IpAddr) -> bool,
 ) -> Option<Walk> {
-    let mut kept: VecDeque<Hop> = VecDeque::new();
-    let mut dropped = false;
-    for hop in hops {
-        if kept.len() >= max_hops {
-            dropped = true;
-            if kept.pop_front().is_none() {
-                continue;
-            }
-        }
-        kept.push_back(hop);
-    }
-    if kept.is_empty() && !dropped {
+    let n = entries().count();
+    if n == 0 {
         return None;
     }
-    let mut client = peer;
-    for hop in kept.iter().rev() {
-        match *hop {
-            Hop::Addr(ip) => {
-                client = ip;
-                if !is_trusted(ip) {
-                    return Some(Walk {
-                        client,
-                        malformed: false,
-                        capped: false,
-                    });
+    // Only the rightmost `max_hops` entries are kept.
+    let skip = n.saturating_sub(max_hops);
+    // Walking from the right stops at the rightmost kept hop that is not a trusted address;
+    // reading left to right, that is the last such hop seen. Also remember the hop just right
+    // of it (where a walk stopped by an invalid hop left off) and the leftmost kept hop (where
+    // a walk through trusted proxies only ends).
+    let mut stop: Option<Hop> = None;
+    let mut after_stop: Option<IpAddr> = None;
+    let mut leftmost: Option<IpAddr> = None;
+    let mut just_stopped = false;
+    for (i, h) in entries().skip(skip).map(hop).enumerate() {
+        match h {
+            Hop::Addr(ip) if is_trusted(ip) => {
+                if i == 0 {
+                    leftmost = Some(ip);
+                }
+                if just_stopped {
+                    after_stop = Some(ip);
+                    just_stopped = false;
                 }
             }
-            Hop::Invalid => {
-                return Some(Walk {
-                    client,
-                    malformed: true,
-                    capped: false,
-                })
+            other => {
+                stop = Some(other);
+                after_stop = None;
+                just_stopped = true;
             }
         }
     }
-    Some(Walk {
-        client,
-        malformed: false,
-        capped: dropped,
+    Some(match stop {
+        Some(Hop::Addr(client)) => Walk {
+            client,
+            malformed: false,
+            capped: false,
+        },
+        Some(Hop::Invalid) => Walk {
+            client: after_stop.unwrap_or(peer),
+            malformed: true,
+            capped: false,
+        },
+        None => Walk {
+            client: leftmost.unwrap_or(peer),
+            malformed: false,
+            capped: skip > 0,
+        },
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    fn xff_hops<'a>(values: impl Iterator<Item = &'a [u8]> + 'a) -> impl Iterator<Item = Hop> + 'a {
+        xff_entries(values).map(xff_hop)
+    }
+
+    fn forwarded_hops<'a>(
+        values: impl Iterator<Item = &'a [u8]> + 'a,
+    ) -> impl Iterator<Item = Hop> + 'a {
+        forwarded_entries(values).map(forwarded_hop)
+    }
+
+    /// The walk as first written: keep the rightmost `max_hops` hops in a queue, then walk
+    /// them from the right. The allocation-free [`walk`] must agree with it.
+    fn walk_from_the_right(
+        peer: IpAddr,
+        hops: impl Iterator<Item = Hop>,
+        max_hops: usize,
+        is_trusted: impl Fn(IpAddr) -> bool,
+    ) -> Option<Walk> {
+        let mut kept = std::collections::VecDeque::new();
+        let mut dropped = false;
+        for hop in hops {
+            if kept.len() >= max_hops {
+                dropped = true;
+                if kept.pop_front().is_none() {
+                    continue;
+                }
+            }
+            kept.push_back(hop);
+        }
+        if kept.is_empty() && !dropped {
+            return None;
+        }
+        let mut client = peer;
+        for hop in kept.iter().rev() {
+            match *hop {
+                Hop::Addr(ip) => {
+                    client = ip;
+                    if !is_trusted(ip) {
+                        return Some(Walk {
+                            client,
+                            malformed: false,
+                            capped: false,
+                        });
+                    }
+                }
+                Hop::Invalid => {
+                    return Some(Walk {
+                        client,
+                        malformed: true,
+                        capped: false,
+                    })
+                }
+            }
+        }
+        Some(Walk {
+            client,
+            malformed: false,
+            capped: dropped,
+        })
+    }
+
+    fn trusted_ten(i: IpAddr) -> bool {
+        matches!(i, IpAddr::V4(v) if v.octets()[0] == 10)
+    }
+
+    proptest! {
+        /// Header lines of entries drawn from trusted and untrusted addresses, garbage and
+        /// blanks, under every small cap: the two-pass walk equals the walk from the right.
+        #[test]
+        fn walk_equals_a_walk_from_the_right(
+            lines in prop::collection::vec(
+                prop::collection::vec(
+                    prop::sample::select(vec![
+                        "10.0.0.2", "10.9.8.7", " 10.0.0.3 ", "1.2.3.4", "[2001:db8::1]:80",
+                        "unknown", "garbage", "", " ",
+                    ]),
+                    0..6,
+                ),
+                0..4,
+            ),
+            max in 0usize..8,
+        ) {
+            let peer = ip("10.0.0.1");
+            let values: Vec<String> = lines.iter().map(|l| l.join(",")).collect();
+            let vals = || values.iter().map(|v| v.as_bytes());
+            let got = walk(peer, || xff_entries(vals()), xff_hop, max, trusted_ten);
+            let want = walk_from_the_right(peer, xff_hops(vals()), max, trusted_ten);
+            prop_assert_eq!(got, want, "{:?} max {}", values, max);
+            let fwd: Vec<String> = lines
+                .iter()
+                .map(|l| l.iter().map(|e| format!("for=\"{e}\";proto=http")).collect::<Vec<_>>().join(","))
+                .collect();
+            let fvals = || fwd.iter().map(|v| v.as_bytes());
+            let got = walk(peer, || forwarded_entries(fvals()), forwarded_hop, max, trusted_ten);
+            let want = walk_from_the_right(peer, forwarded_hops(fvals()), max, trusted_ten);
+            prop_assert_eq!(got, want, "{:?} max {}", fwd, max);
+        }
     }
 
     #[test]
@@ -272,9 +392,16 @@ mod tests {
 
     #[test]
     fn walk_stops_at_first_untrusted_from_the_right() {
-        let trusted = |i: IpAddr| matches!(i, IpAddr::V4(v) if v.octets()[0] == 10);
         let peer = ip("10.0.0.1");
-        let run = |xff: &str, max| walk(peer, xff_hops([xff.as_bytes()].into_iter()), max, trusted);
+        let run = |xff: &str, max| {
+            walk(
+                peer,
+                || xff_entries([xff.as_bytes()].into_iter()),
+                xff_hop,
+                max,
+                trusted_ten,
+            )
+        };
         let w = |c: &str, malformed, capped| {
             Some(Walk {
                 client: ip(c),

@@ -773,10 +773,18 @@ impl IdentityExtractor {
     /// forwarding header kind present (X-Forwarded-For, then Forwarded, then X-Real-IP) is walked.
     fn client_ip(&self, req: &Request, peer: IpAddr, raised: &mut Vec<IdentityAnomaly>) -> IpAddr {
         let h = &req.headers;
-        let non_empty = |name: &'static str| h.get_all(name).any(|v| !v.trim_ascii().is_empty());
-        let has_forwarding =
-            non_empty("x-forwarded-for") || non_empty("forwarded") || non_empty("x-real-ip");
-        if !has_forwarding {
+        // One pass over the fields finds which kinds carry a value; most requests carry none.
+        let (mut xff, mut fwd, mut real) = (false, false, false);
+        for (name, value) in h.iter() {
+            let kind = match name.len() {
+                15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => &mut xff,
+                9 if name.eq_ignore_ascii_case(b"forwarded") => &mut fwd,
+                9 if name.eq_ignore_ascii_case(b"x-real-ip") => &mut real,
+                _ => continue,
+            };
+            *kind |= !value.trim_ascii().is_empty();
+        }
+        if !(xff || fwd || real) {
             return peer;
         }
         if !self.is_trusted(peer) {
@@ -785,30 +793,40 @@ impl IdentityExtractor {
         }
         let max = self.cfg.max_forwarded_hops;
         let trusted = |ip| self.is_trusted(ip);
-        let walked = forwarded::walk(
-            peer,
-            forwarded::xff_hops(h.get_all("x-forwarded-for")),
-            max,
-            trusted,
-        )
-        .or_else(|| {
-            forwarded::walk(
-                peer,
-                forwarded::forwarded_hops(h.get_all("forwarded")),
-                max,
-                trusted,
-            )
-        })
-        .or_else(|| {
-            let hops = h
-                .get_all("x-real-ip")
-                .filter(|v| !v.trim_ascii().is_empty())
-                .take(1)
-                .map(|v| {
-                    forwarded::parse_node(v).map_or(forwarded::Hop::Invalid, forwarded::Hop::Addr)
-                });
-            forwarded::walk(peer, hops, max, trusted)
-        });
+        // A kind without a non-empty value has no entries: its walk would be `None`.
+        let walked = xff
+            .then(|| {
+                forwarded::walk(
+                    peer,
+                    || forwarded::xff_entries(h.get_all("x-forwarded-for")),
+                    forwarded::xff_hop,
+                    max,
+                    trusted,
+                )
+            })
+            .flatten()
+            .or_else(|| {
+                fwd.then(|| {
+                    forwarded::walk(
+                        peer,
+                        || forwarded::forwarded_entries(h.get_all("forwarded")),
+                        forwarded::forwarded_hop,
+                        max,
+                        trusted,
+                    )
+                })
+                .flatten()
+            })
+            .or_else(|| {
+                // Only the first non-empty X-Real-IP value counts, as one hop.
+                let first = || {
+                    h.get_all("x-real-ip")
+                        .filter(|v| !v.trim_ascii().is_empty())
+                        .take(1)
+                };
+                real.then(|| forwarded::walk(peer, first, forwarded::xff_hop, max, trusted))
+                    .flatten()
+            });
         match walked {
             None => peer,
             Some(w) => {

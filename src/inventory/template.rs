@@ -1307,18 +1307,33 @@ impl RouteLearner {
         self.path_template(host, path).0
     }
 
+    /// [`RouteLearner::template_path_of`] written over `out`, reusing its capacity (the
+    /// per-request path of detection makes one template per transaction).
+    pub fn template_path_into(&self, host: &str, path: &str, out: &mut String) {
+        self.path_template_into(host, path, out);
+    }
+
     fn path_template(&self, host: &str, path: &str) -> (String, Reason) {
+        let mut out = String::with_capacity(path.len() + 8);
+        let reason = self.path_template_into(host, path, &mut out);
+        (out, reason)
+    }
+
+    /// Writes the template of `path` over `out`; why it is what it is.
+    fn path_template_into(&self, host: &str, path: &str, out: &mut String) -> Reason {
+        out.clear();
         if let Some(path) = self.overrides.apply(path) {
-            return (path, Reason::Override);
+            out.push_str(&path);
+            return Reason::Override;
         }
         if let Some(t) = self.spec.find(raw_segments(path)) {
-            return (t.to_owned(), Reason::Spec);
+            out.push_str(t);
+            return Reason::Spec;
         }
         let (key, _) = self.host_slot(host);
         let routes = self.hosts.get(key.as_ref());
         let full = routes.is_some_and(|r| r.nodes >= self.config.max_templates_per_host);
         let mut node = routes.map(|r| &r.root);
-        let mut out = String::with_capacity(path.len() + 8);
         let mut reason = Reason::Literal;
         for seg in self.path_segs(path) {
             let (text, next, why) = match (seg, node) {
@@ -1369,7 +1384,7 @@ impl RouteLearner {
         if out.is_empty() {
             out.push('/');
         }
-        (out, reason)
+        reason
     }
 
     /// Adds another learner's state into this one. Counts add up; folding decisions are ORed

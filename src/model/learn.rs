@@ -32,12 +32,14 @@
 
 use super::{LearnCounters, Model};
 use crate::baseline::caller::{CallerConfig, CallerKey, CallerProfile};
-use crate::baseline::profile::{endpoint_host, EndpointKey, EndpointProfile, ProfileConfig};
+use crate::baseline::profile::{endpoint_host_into, EndpointKey, EndpointProfile, ProfileConfig};
+use crate::detect::{endpoint_id, FastMap};
 use crate::identity::{Identity, IdentityExtractor};
 use crate::inventory::params;
 use crate::inventory::template::RouteLearner;
 use crate::transaction::Transaction;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Limits of one learning run.
 #[derive(Clone, Debug)]
@@ -118,10 +120,27 @@ fn caller_bytes(pseudonym: &str, profile: &CallerProfile, reservation: usize) ->
 #[derive(Clone, Debug)]
 pub struct Prepared {
     pub key: EndpointKey,
+    /// [`endpoint_id`] of `key`.
+    pub endpoint_id: u64,
     pub identity: Identity,
     /// Path parameters of the template: (name, raw value).
     pub object_ids: Vec<(String, String)>,
+    /// Where the learner that prepared this held the endpoint's profile then, so that
+    /// [`Learner::endpoint_of`] and learning need no second lookup by key.
+    slot: Option<Slot>,
 }
+
+/// A position in one learner's [`EndpointTable`]. Positions stay valid for the learner's life
+/// (entries are only appended); the learner's number keeps a position from being read in
+/// another learner's table.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    learner: u64,
+    index: usize,
+}
+
+/// Numbers learners apart for [`Slot`]: compared for equality only, never output.
+static NEXT_LEARNER: AtomicU64 = AtomicU64::new(0);
 
 /// Walking a whole endpoint profile for its size costs more than learning one call into it, so
 /// a profile's size is measured when it is created and then every this many calls; in between
@@ -141,13 +160,69 @@ struct Charge {
 /// reads the profile it finds, and thousands of callers then fit in cache.
 type CallerMap = HashMap<CallerKey, Box<CallerProfile>, ahash::RandomState>;
 
+/// One endpoint as learned: its key, its profile, the bytes the profile is charged and the
+/// calls learned since they were measured.
+#[derive(Debug)]
+struct EndpointEntry {
+    key: EndpointKey,
+    profile: EndpointProfile,
+    charge: Charge,
+}
+
+/// The endpoint profiles, in the order they were first learned, found by [`endpoint_id`]: a
+/// probe of an integer map, then one comparison with the stored key, so every transaction
+/// costs one integer hash instead of a SipHash over the key's strings, and a position found
+/// once ([`Slot`]) serves the engine's later lookups of the same transaction.
+///
+/// Invariants: entries are only appended (positions never move); each key is stored once;
+/// `by_id` holds the first entry of every id, and `collided` every later entry whose id an
+/// earlier one already had, so two keys whose ids collide (a keyed 64-bit hash: practically
+/// never, and not steerable by traffic) still get two profiles. Nothing here depends on hash
+/// iteration order: iteration is insertion order, and the model sorts by key anyway.
+#[derive(Debug, Default)]
+struct EndpointTable {
+    entries: Vec<EndpointEntry>,
+    by_id: FastMap<u64, usize>,
+    collided: HashMap<EndpointKey, usize>,
+}
+
+impl EndpointTable {
+    /// The position of `key`, whose [`endpoint_id`] is `id`.
+    fn find(&self, id: u64, key: &EndpointKey) -> Option<usize> {
+        let &first = self.by_id.get(&id)?;
+        if self.entries.get(first).is_some_and(|e| e.key == *key) {
+            return Some(first);
+        }
+        self.collided.get(key).copied()
+    }
+
+    /// Appends an entry for `key`, which must not be in the table yet; its position.
+    fn push(&mut self, id: u64, entry: EndpointEntry) -> usize {
+        let index = self.entries.len();
+        match self.by_id.entry(id) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(index);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collided.insert(entry.key.clone(), index);
+            }
+        }
+        self.entries.push(entry);
+        index
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 pub struct Learner {
     cfg: LearnConfig,
     identity: IdentityExtractor,
     routes: RouteLearner,
-    /// Each profile with the bytes it is charged and the calls learned since they were
-    /// measured.
-    endpoints: HashMap<EndpointKey, (EndpointProfile, Charge)>,
+    /// This learner's number in [`Slot`]s.
+    number: u64,
+    endpoints: EndpointTable,
     /// Looked up for every transaction with a subject, in detection as in learning: keys held
     /// inline and a cheap (per-process seeded) hash. Iteration order is never output:
     /// [`assemble`] sorts.
@@ -163,22 +238,43 @@ impl Learner {
     pub fn new(model: Model, identity: IdentityExtractor, cfg: LearnConfig) -> Learner {
         let mut model = model;
         let routes = std::mem::take(&mut model.routes);
-        let endpoints: HashMap<EndpointKey, (EndpointProfile, Charge)> =
-            std::mem::take(&mut model.endpoints)
-                .into_iter()
-                .map(|(k, p)| {
-                    let bytes = endpoint_bytes(&k, &p);
-                    (k, (p, Charge { bytes, since: 0 }))
-                })
-                .collect();
+        let mut endpoints = EndpointTable::default();
+        for (key, profile) in std::mem::take(&mut model.endpoints) {
+            let charge = Charge {
+                bytes: endpoint_bytes(&key, &profile),
+                since: 0,
+            };
+            let id = endpoint_id(&key);
+            // A key listed twice keeps its last profile, as collecting into a map did.
+            match endpoints
+                .find(id, &key)
+                .and_then(|i| endpoints.entries.get_mut(i))
+            {
+                Some(e) => {
+                    e.profile = profile;
+                    e.charge = charge;
+                }
+                None => {
+                    endpoints.push(
+                        id,
+                        EndpointEntry {
+                            key,
+                            profile,
+                            charge,
+                        },
+                    );
+                }
+            }
+        }
         let callers: CallerMap = std::mem::take(&mut model.callers)
             .into_iter()
             .map(|(k, p)| (CallerKey::new(&k), Box::new(p)))
             .collect();
         // The one full walk: a loaded model's profiles count against the budget from the start.
         let memory_bytes = endpoints
-            .values()
-            .map(|(_, c)| c.bytes)
+            .entries
+            .iter()
+            .map(|e| e.charge.bytes)
             .chain(
                 callers
                     .iter()
@@ -189,6 +285,7 @@ impl Learner {
             cfg,
             identity,
             routes,
+            number: NEXT_LEARNER.fetch_add(1, Ordering::Relaxed),
             endpoints,
             callers,
             memory_bytes,
@@ -237,28 +334,72 @@ impl Learner {
     /// adaptation). The detection engine calls this once per transaction and shares the
     /// result with [`Learner::learn`], so identities are extracted once.
     pub fn prepare(&mut self, tx: &Transaction, learn_routes: bool) -> Option<Prepared> {
+        self.prepare_reusing(tx, learn_routes, None)
+    }
+
+    /// [`Learner::prepare`], writing the key's strings and the object ids over the buffers of
+    /// `spent` (a result no longer needed), so that a caller preparing one transaction after
+    /// another allocates for them only while the buffers grow. The result is the same with or
+    /// without `spent`.
+    pub fn prepare_reusing(
+        &mut self,
+        tx: &Transaction,
+        learn_routes: bool,
+        spent: Option<Prepared>,
+    ) -> Option<Prepared> {
         let c = &mut self.model.counters;
         c.transactions = c.transactions.saturating_add(1);
         let Some(req) = tx.request.as_ref() else {
             c.without_request = c.without_request.saturating_add(1);
             return None;
         };
-        let host = endpoint_host(tx);
+        let (mut host, mut template, method, mut object_ids) = match spent {
+            Some(p) => (p.key.host, p.key.template, p.key.method, p.object_ids),
+            None => Default::default(),
+        };
+        endpoint_host_into(tx, &mut host);
         if learn_routes {
             self.routes.observe(&host, &req.method, &req.uri);
         }
-        let template = self.routes.template_path_of(&host, &req.uri);
-        let object_ids = params::path_params(&template, &req.uri)
-            .into_iter()
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
-            .collect();
-        let key = EndpointKey::of_request(req, host, template, &self.cfg.profile);
+        self.routes
+            .template_path_into(&host, &req.uri, &mut template);
+        let params = params::path_params(&template, &req.uri);
+        object_ids.truncate(params.len());
+        for (i, (name, value)) in params.into_iter().enumerate() {
+            match object_ids.get_mut(i) {
+                Some((n, v)) => {
+                    n.clear();
+                    n.push_str(name);
+                    v.clear();
+                    v.push_str(value);
+                }
+                None => object_ids.push((name.to_owned(), value.to_owned())),
+            }
+        }
+        let key = EndpointKey::of_request_reusing(req, host, template, method, &self.cfg.profile);
+        let endpoint_id = endpoint_id(&key);
+        let slot = self.endpoints.find(endpoint_id, &key).map(|index| Slot {
+            learner: self.number,
+            index,
+        });
         let identity = self.identity.extract(tx);
         Some(Prepared {
             key,
+            endpoint_id,
             identity,
             object_ids,
+            slot,
         })
+    }
+
+    /// The position of a prepared transaction's endpoint in this learner's table: the one
+    /// [`Learner::prepare`] found, else (prepared by another learner, or a new endpoint then)
+    /// a lookup by key.
+    fn slot_of(&self, prepared: &Prepared) -> Option<usize> {
+        match prepared.slot {
+            Some(s) if s.learner == self.number => Some(s.index),
+            _ => self.endpoints.find(prepared.endpoint_id, &prepared.key),
+        }
     }
 
     /// Folds a prepared transaction into the endpoint and caller profiles.
@@ -284,9 +425,11 @@ impl Learner {
             key,
             identity,
             object_ids,
+            ..
         } = prepared;
         let ids: Vec<&str> = object_ids.iter().map(|(_, v)| v.as_str()).collect();
-        if !self.endpoints.contains_key(key) {
+        let slot = self.slot_of(prepared);
+        if slot.is_none() {
             let c = &mut self.model.counters;
             if self.endpoints.len() >= self.cfg.max_endpoints {
                 c.endpoints_over_cap = c.endpoints_over_cap.saturating_add(1);
@@ -304,8 +447,11 @@ impl Learner {
                 c.anonymous = c.anonymous.saturating_add(1);
             }
         }
-        let (before, after) = match self.endpoints.get_mut(key) {
-            Some((p, charge)) => {
+        let entry = slot.and_then(|i| self.endpoints.entries.get_mut(i));
+        let (before, after) = match entry {
+            Some(EndpointEntry {
+                profile: p, charge, ..
+            }) => {
                 if detail {
                     p.observe(tx, identity, &ids, &self.cfg.profile);
                 } else {
@@ -323,8 +469,14 @@ impl Learner {
                 let mut p = EndpointProfile::new(&self.cfg.profile);
                 p.observe(tx, identity, &ids, &self.cfg.profile);
                 let bytes = endpoint_bytes(key, &p);
-                self.endpoints
-                    .insert(key.clone(), (p, Charge { bytes, since: 0 }));
+                self.endpoints.push(
+                    prepared.endpoint_id,
+                    EndpointEntry {
+                        key: key.clone(),
+                        profile: p,
+                        charge: Charge { bytes, since: 0 },
+                    },
+                );
                 (0, bytes)
             }
         };
@@ -334,7 +486,16 @@ impl Learner {
 
     /// The profile of an endpoint, as learned so far.
     pub fn endpoint(&self, key: &EndpointKey) -> Option<&EndpointProfile> {
-        self.endpoints.get(key).map(|(p, _)| p)
+        let i = self.endpoints.find(endpoint_id(key), key)?;
+        self.endpoints.entries.get(i).map(|e| &e.profile)
+    }
+
+    /// The profile of a prepared transaction's endpoint, as learned so far: what
+    /// [`Learner::endpoint`] gives for `prepared.key`, without a lookup by key when this
+    /// learner prepared it.
+    pub fn endpoint_of(&self, prepared: &Prepared) -> Option<&EndpointProfile> {
+        let i = self.slot_of(prepared)?;
+        self.endpoints.entries.get(i).map(|e| &e.profile)
     }
 
     /// The profile of a caller (subject pseudonym), as learned so far.
@@ -363,9 +524,9 @@ impl Learner {
         &self.model
     }
 
-    /// Endpoint profiles held now, in no particular order.
+    /// Endpoint profiles held now, in the order they were first learned.
     pub fn endpoints(&self) -> impl Iterator<Item = (&EndpointKey, &EndpointProfile)> {
-        self.endpoints.iter().map(|(k, (p, _))| (k, p))
+        self.endpoints.entries.iter().map(|e| (&e.key, &e.profile))
     }
 
     /// Folds one call into its caller's profile, admitting a new caller only under the
@@ -404,7 +565,11 @@ impl Learner {
             model,
             ..
         } = self;
-        let endpoints = endpoints.into_iter().map(|(k, (p, _))| (k, p)).collect();
+        let endpoints = endpoints
+            .entries
+            .into_iter()
+            .map(|e| (e.key, e.profile))
+            .collect();
         let callers = callers.into_iter().map(|(k, p)| (k.into(), *p)).collect();
         assemble(&cfg, routes, endpoints, callers, model)
     }
@@ -415,8 +580,9 @@ impl Learner {
     pub fn snapshot(&self) -> Model {
         let endpoints = self
             .endpoints
+            .entries
             .iter()
-            .map(|(k, (p, _))| (k.clone(), p.clone()))
+            .map(|e| (e.key.clone(), e.profile.clone()))
             .collect();
         let callers = self
             .callers
@@ -647,11 +813,17 @@ mod tests {
             .iter()
             .map(|(k, p)| caller_bytes(k.as_str(), p, 8 << 10))
             .sum::<usize>();
-        let charged = l.endpoints.values().map(|(_, c)| c.bytes).sum::<usize>();
+        let charged = l
+            .endpoints
+            .entries
+            .iter()
+            .map(|e| e.charge.bytes)
+            .sum::<usize>();
         let walk = l
             .endpoints
+            .entries
             .iter()
-            .map(|(k, (p, _))| endpoint_bytes(k, p))
+            .map(|e| endpoint_bytes(&e.key, &e.profile))
             .sum::<usize>();
         // The bookkeeping adds up; endpoint charges lag a full walk by what fewer than
         // REMEASURE_EVERY calls added, and catch up at the next measurement.
@@ -663,7 +835,12 @@ mod tests {
         for t in traffic(8 * REMEASURE_EVERY as u64, 60, 8, 2) {
             l.observe(&t);
         }
-        let after = l.endpoints.values().map(|(_, c)| c.bytes).sum::<usize>();
+        let after = l
+            .endpoints
+            .entries
+            .iter()
+            .map(|e| e.charge.bytes)
+            .sum::<usize>();
         assert!(
             after > charged,
             "re-measured profiles are charged their growth"
@@ -724,6 +901,170 @@ mod tests {
         assert_eq!(
             m.callers.iter().find(|(_, p)| p.calls == 2).map(|_| ()),
             Some(())
+        );
+    }
+
+    fn key(template: &str) -> EndpointKey {
+        EndpointKey {
+            host: "api.example".into(),
+            method: "GET".into(),
+            template: template.into(),
+            graphql: None,
+        }
+    }
+
+    fn entry(template: &str) -> EndpointEntry {
+        EndpointEntry {
+            key: key(template),
+            profile: EndpointProfile::new(&ProfileConfig::default()),
+            charge: Charge { bytes: 0, since: 0 },
+        }
+    }
+
+    /// Ids are a seeded hash, so collisions are forced here: keys sharing an id each keep
+    /// their own entry, and an unknown key with a known id is not found.
+    #[test]
+    fn endpoint_table_keeps_keys_whose_ids_collide_apart() {
+        let mut t = EndpointTable::default();
+        let cases: [(u64, &str); 4] = [(7, "/a"), (7, "/b"), (9, "/c"), (7, "/d")];
+        for (i, (id, path)) in cases.iter().enumerate() {
+            assert_eq!(t.find(*id, &key(path)), None);
+            assert_eq!(t.push(*id, entry(path)), i);
+        }
+        for (i, (id, path)) in cases.iter().enumerate() {
+            assert_eq!(t.find(*id, &key(path)), Some(i), "{path}");
+        }
+        assert_eq!(t.find(7, &key("/e")), None);
+        assert_eq!(t.find(9, &key("/a")), None);
+        assert_eq!(t.find(8, &key("/a")), None);
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.collided.len(), 2);
+    }
+
+    /// The position `prepare` found gives the profile a lookup by key gives, for known and
+    /// new endpoints, learning or not.
+    #[test]
+    fn prepared_positions_agree_with_lookups_by_key() {
+        let mut l = learner(LearnConfig::default());
+        for (i, t) in traffic(300, 20, 9, 4).iter().enumerate() {
+            let p = l.prepare(t, true).unwrap();
+            assert_eq!(p.endpoint_id, endpoint_id(&p.key));
+            let by_key = l.endpoint(&p.key).map(|e| e as *const EndpointProfile);
+            let by_slot = l.endpoint_of(&p).map(|e| e as *const EndpointProfile);
+            assert_eq!(by_slot, by_key);
+            if i % 3 != 2 {
+                l.learn(t, &p);
+                assert!(l.endpoint_of(&p).is_some());
+                assert_eq!(
+                    l.endpoint_of(&p).map(|e| e as *const EndpointProfile),
+                    l.endpoint(&p.key).map(|e| e as *const EndpointProfile)
+                );
+            }
+        }
+    }
+
+    /// A transaction prepared by one learner and learned by another lands on the other's
+    /// profile for its key, not on whatever sits at the first learner's position.
+    #[test]
+    fn a_transaction_prepared_elsewhere_is_learned_under_its_key() {
+        let mut a = learner(LearnConfig::default());
+        let mut b = learner(LearnConfig::default());
+        for t in [call("/v1/x", None, 0), call("/v1/y", None, 1)] {
+            a.observe(&t);
+        }
+        b.observe(&call("/v1/y", None, 2));
+        let t = call("/v1/y", None, 3);
+        let p = a.prepare(&t, true).unwrap();
+        // `/v1/y` is a's second endpoint and b's first.
+        assert_eq!(b.endpoint_of(&p).map(|e| e.calls), Some(1));
+        b.learn(&t, &p);
+        assert_eq!(b.endpoint_count(), 1);
+        assert_eq!(b.endpoint(&p.key).map(|e| e.calls), Some(2));
+        let p = a.prepare(&call("/v1/x", None, 4), true).unwrap();
+        assert_eq!(b.endpoint_of(&p).map(|e| e.calls), None);
+    }
+
+    /// A request with the method and path given, on `host` (`None`: no Host header, so the
+    /// server address names the host).
+    fn request(host: Option<&str>, method: &str, path: &str, sec: u64) -> Transaction {
+        let mut t = call_on(host.unwrap_or(""), path, Some("tok"), sec);
+        if let Some(req) = t.request.as_mut() {
+            req.method = method.into();
+            if host.is_none() {
+                req.headers = Headers::new();
+            }
+        }
+        t
+    }
+
+    /// Preparing over the buffers of the previous result gives what preparing afresh gives,
+    /// whichever way the buffers have to grow or shrink: hosts long and short, upper case, a
+    /// trailing dot or none at all; paths with zero to three parameters; a method over the
+    /// label limit.
+    #[test]
+    fn prepare_reusing_a_spent_result_equals_preparing_afresh() {
+        let long_method = "M".repeat(ProfileConfig::default().max_label_bytes + 5);
+        let cases: Vec<(Option<&str>, &str, String)> = vec![
+            (
+                Some("api.example"),
+                "GET",
+                "/v1/users/123/orders/456".into(),
+            ),
+            (
+                Some("A.Much.Longer.Host.Name.Example."),
+                "POST",
+                "/v1/users/7".into(),
+            ),
+            (None, "GET", "/".into()),
+            (Some("api.example"), &long_method, "/v1/items".into()),
+            (Some("x"), "DELETE", "/v1/users/9/orders/8/lines/7".into()),
+            (Some("api.example"), "GET", "/v1/users/123?q=1".into()),
+        ];
+        let mut fresh = learner(LearnConfig::default());
+        let mut reusing = learner(LearnConfig::default());
+        let mut spent = None;
+        let mut most_ids = 0;
+        for round in 0..40u64 {
+            for (i, (host, method, path)) in cases.iter().enumerate() {
+                let t = request(*host, method, path, round * 10 + i as u64);
+                let learn_routes = round % 3 != 2;
+                let a = fresh.prepare(&t, learn_routes).unwrap();
+                let b = reusing
+                    .prepare_reusing(&t, learn_routes, spent.take())
+                    .unwrap();
+                assert_eq!(a.key, b.key, "{round} {path}");
+                assert_eq!(a.endpoint_id, b.endpoint_id);
+                assert_eq!(a.object_ids, b.object_ids, "{round} {path}");
+                assert_eq!(a.identity, b.identity);
+                most_ids = most_ids.max(b.object_ids.len());
+                fresh.learn(&t, &a);
+                reusing.learn(&t, &b);
+                spent = Some(b);
+            }
+        }
+        assert!(
+            most_ids >= 3,
+            "the cases must exercise object ids: {most_ids}"
+        );
+        let json = |m: &Model| serde_json::to_string(m).unwrap();
+        assert_eq!(json(&fresh.finish()), json(&reusing.finish()));
+    }
+
+    /// Loading a model whose endpoint list names a key twice keeps the last profile, once.
+    #[test]
+    fn a_key_listed_twice_in_a_model_is_kept_once() {
+        let (mut m, _) = learn(LearnConfig::default(), &traffic(40, 4, 2, 0));
+        let dup = m.endpoints[0].clone();
+        let mut last = dup.1.clone();
+        last.calls += 1000;
+        m.endpoints.push((dup.0.clone(), last));
+        let n = m.endpoints.len();
+        let identity = IdentityExtractor::new(&IdentityConfig::default(), KEY).unwrap();
+        let l = Learner::new(m, identity, LearnConfig::default());
+        assert_eq!(l.endpoint_count(), n - 1);
+        assert_eq!(
+            l.endpoint(&dup.0).map(|p| p.calls),
+            Some(dup.1.calls + 1000)
         );
     }
 
