@@ -757,6 +757,21 @@ const fn joins_number(c: u8) -> bool {
     ((c | 0x20).wrapping_sub(b'a') < 26) | (c == b'_') | (c.wrapping_sub(b'-') < 14) | (c == b'+')
 }
 
+/// Whether [`read_digit_run`] may read `c` as part of a number: a digit, a separator (space,
+/// `-`, `.`), `+` or a parenthesis. A run never spans any other byte.
+const fn in_number(c: u8) -> bool {
+    (c.wrapping_sub(b'0') < 10)
+        | (c == b' ')
+        | (c.wrapping_sub(b'-') < 2)
+        | (c == b'+')
+        | ((c & !1) == b'(')
+}
+
+/// The fewest bytes a number [`classify_digit_run`] reports spans: `+` and 8 digits (E.164);
+/// SSNs have 9 digits, cards and NANP numbers more. A number is read only where this many
+/// [`in_number`] bytes follow its start; shorter runs (ids, amounts, counts) are not.
+const MIN_NUMBER_BYTES: usize = 9;
+
 /// Bytes tested at once when skipping to the next place a number may start.
 const SKIP_BLOCK: usize = 16;
 
@@ -773,9 +788,32 @@ fn first_start_in_block(w: &[u8; SKIP_BLOCK + 1]) -> Option<usize> {
     (bits != 0).then_some(bits.trailing_zeros() as usize / 8)
 }
 
+/// How many of the `MIN_NUMBER_BYTES` bytes from `i` may belong to a number before one that
+/// cannot: `None` when all may (a number starting at `i` may be long enough to report), and
+/// when fewer than `MIN_NUMBER_BYTES` bytes remain, all of them. Tested without a branch per
+/// byte: most numbers in API bodies (ids, amounts, counts) are short, and a loop that stops
+/// at their end would mispredict on every length.
+fn short_run(b: &[u8], i: usize) -> Option<usize> {
+    let Some(w) = b
+        .get(i..i + MIN_NUMBER_BYTES)
+        .and_then(|w| <&[u8; MIN_NUMBER_BYTES]>::try_from(w).ok())
+    else {
+        return Some(b.len().saturating_sub(i));
+    };
+    let outside = w
+        .iter()
+        .enumerate()
+        .fold(0u16, |m, (j, &c)| m | (u16::from(!in_number(c)) << j));
+    (outside != 0).then_some(outside.trailing_zeros() as usize)
+}
+
 fn scan_numbers(b: &[u8], out: &mut SensitiveCounts) {
+    // A number is reported only if MIN_NUMBER_BYTES `in_number` bytes follow its start, and a
+    // number never spans another byte. So where fewer follow a position, every number read
+    // from there to the end of that run is too short to count, and none read elsewhere
+    // overlaps the run: skipping the run entirely changes no count.
     let mut i = 0;
-    while let Some(&c) = b.get(i) {
+    while i < b.len() {
         // Skip to the next possible start a block at a time while a whole block remains.
         let block = i
             .checked_sub(1)
@@ -783,17 +821,21 @@ fn scan_numbers(b: &[u8], out: &mut SensitiveCounts) {
             .and_then(|w| <&[u8; SKIP_BLOCK + 1]>::try_from(w).ok());
         if let Some(w) = block {
             match first_start_in_block(w) {
-                Some(0) => {}
-                Some(k) => {
-                    i += k;
-                    continue;
-                }
+                Some(k) => i += k,
                 None => {
                     i += SKIP_BLOCK;
                     continue;
                 }
             }
         }
+        if let Some(len) = short_run(b, i) {
+            // The byte after the run (if any) cannot open a number either.
+            i += len + 1;
+            continue;
+        }
+        let Some(&c) = b.get(i) else {
+            break;
+        };
         // `+` and `(` open a number only before a digit. A digit after a letter, `_`, `.`
         // or `-` continues an identifier, decimal or date, not a new number.
         let opens = c.is_ascii_digit()
@@ -1829,7 +1871,7 @@ mod tests {
 
     /// Pieces that put key words, separators and digit runs next to each other in every
     /// order: case variants, keys glued to words, numbers glued to letters and punctuation.
-    const PIECES: [&str; 40] = [
+    const PIECES: [&str; 45] = [
         "pass",
         "PASS",
         "Pwd",
@@ -1870,6 +1912,12 @@ mod tests {
         "+14155552671",
         "378282246310005",
         "7",
+        // Just long enough and just too short to be read at all.
+        "+14155552",
+        "+1415555",
+        "123456789",
+        "12345678",
+        "(415)555",
     ];
 
     fn pieces() -> impl Strategy<Value = Vec<u8>> {
