@@ -839,7 +839,11 @@ mod tests {
                 .map(|(_, _, n)| *n)
         };
         // Each call carried a bearer token to a server the config does not list as TLS-fronted.
-        assert_eq!(get("signatures", "cleartext_unconfigured"), Some(5), "{c:?}");
+        assert_eq!(
+            get("signatures", "cleartext_unconfigured"),
+            Some(5),
+            "{c:?}"
+        );
         assert_eq!(get("identity", "credential_cache_misses"), Some(1), "{c:?}");
         assert_eq!(get("identity", "credential_cache_hits"), Some(4), "{c:?}");
         // The geoip-less travel detector is named without its note; flags are not counts.
