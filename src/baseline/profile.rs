@@ -612,6 +612,34 @@ mod graphql_json {
     use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
     use std::fmt;
 
+    /// The scalar `visit_*` methods of a visitor that gives `$v` for every scalar it does not
+    /// read; with `; str`, for strings too.
+    macro_rules! scalars_give {
+        ($v:expr) => {
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok($v)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok($v)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok($v)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok($v)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok($v)
+            }
+        };
+        ($v:expr; str) => {
+            scalars_give!($v);
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok($v)
+            }
+        };
+    }
+
     /// A document's fields as `Value::get(..).and_then(Value::as_str)` would give them.
     #[derive(Default)]
     pub(super) struct Fields {
@@ -654,24 +682,7 @@ mod graphql_json {
             Ok(first.map(|fields| (fields, len)))
         }
 
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
+        scalars_give!(None; str);
     }
 
     /// A batch's first element: its fields when it is an object.
@@ -700,24 +711,7 @@ mod graphql_json {
             Skip::drain_seq(seq).map(|_| None)
         }
 
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
+        scalars_give!(None; str);
     }
 
     /// An object's `query` and `operationName`, each the last one given, kept only when it is
@@ -798,21 +792,7 @@ mod graphql_json {
         fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<MaybeStr, A::Error> {
             Skip::drain_seq(seq).map(|_| MaybeStr(None))
         }
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<MaybeStr, E> {
-            Ok(MaybeStr(None))
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<MaybeStr, E> {
-            Ok(MaybeStr(None))
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<MaybeStr, E> {
-            Ok(MaybeStr(None))
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<MaybeStr, E> {
-            Ok(MaybeStr(None))
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<MaybeStr, E> {
-            Ok(MaybeStr(None))
-        }
+        scalars_give!(MaybeStr(None));
     }
 
     /// Any value, parsed as strictly as into a `Value` (through `deserialize_any`, unlike
@@ -853,24 +833,7 @@ mod graphql_json {
         fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Skip, A::Error> {
             Skip::drain_seq(seq).map(|_| Skip)
         }
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skip, E> {
-            Ok(Skip)
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skip, E> {
-            Ok(Skip)
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
-            Ok(Skip)
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skip, E> {
-            Ok(Skip)
-        }
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
-            Ok(Skip)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Skip, E> {
-            Ok(Skip)
-        }
+        scalars_give!(Skip; str);
     }
 }
 

@@ -741,6 +741,18 @@ mod tests {
         e
     }
 
+    /// An engine with every default detector, on an empty model.
+    fn full_engine() -> DetectEngine {
+        let identity = IdentityExtractor::new(&IdentityConfig::default(), KEY).unwrap();
+        DetectEngine::new(
+            empty_model(),
+            identity,
+            DetectConfig::default(),
+            DetectEnv::default(),
+        )
+        .unwrap()
+    }
+
     fn empty_model() -> Model {
         Model::new("s", "k", RouteLearner::new(RouteConfig::default()))
     }
@@ -820,14 +832,7 @@ mod tests {
 
     #[test]
     fn detector_counters_name_every_detector_and_count_what_it_saw() {
-        let identity = IdentityExtractor::new(&IdentityConfig::default(), KEY).unwrap();
-        let mut e = DetectEngine::new(
-            empty_model(),
-            identity,
-            DetectConfig::default(),
-            DetectEnv::default(),
-        )
-        .unwrap();
+        let mut e = full_engine();
         let txs: Vec<Transaction> = (0..5)
             .map(|i| call("/v1/items?q=1", "alice", 1, i))
             .collect();
@@ -878,14 +883,7 @@ mod tests {
 
     #[test]
     fn a_spec_set_while_running_judges_the_next_transactions() {
-        let identity = IdentityExtractor::new(&IdentityConfig::default(), KEY).unwrap();
-        let mut e = DetectEngine::new(
-            empty_model(),
-            identity,
-            DetectConfig::default(),
-            DetectEnv::default(),
-        )
-        .unwrap();
+        let mut e = full_engine();
         let deprecated = |alerts: &[Alert]| {
             alerts
                 .iter()
