@@ -189,7 +189,7 @@ pub fn run(settings: RunSettings) -> Result<(), DaemonError> {
     let control = pipeline.control();
     let state = Arc::new(server::State {
         metrics: metrics.clone(),
-        ready: AtomicBool::new(true),
+        ready: pipeline.capturing(),
         alerts: Some(publisher),
     });
     match &settings.source {
@@ -369,7 +369,7 @@ impl Lifecycle {
                     None
                 }
                 r = &mut done, if outcome.is_none() => {
-                    self.state.ready.store(false, Ordering::Relaxed);
+                    self.state.ready.store(false, Ordering::Release);
                     outcome = Some(r.unwrap_or_default());
                     if stopping || !self.hold {
                         break;
@@ -391,7 +391,7 @@ impl Lifecycle {
                 return Err(DaemonError::Forced);
             }
             stopping = true;
-            self.state.ready.store(false, Ordering::Relaxed);
+            self.state.ready.store(false, Ordering::Release);
             self.stop.store(true, Ordering::Relaxed);
             tracing::info!(signal = name, "Stopping: draining the pipeline.");
         }

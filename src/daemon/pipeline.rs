@@ -81,6 +81,7 @@ pub struct Outcome {
 /// A running pipeline.
 pub struct Pipeline {
     stop: Arc<AtomicBool>,
+    capturing: Arc<AtomicBool>,
     control: Sender<Config>,
     threads: Vec<(String, JoinHandle<Option<String>>)>,
 }
@@ -99,6 +100,7 @@ impl Pipeline {
         let d = &cfg.daemon;
         let policy = source.backpressure();
         let stop = Arc::new(AtomicBool::new(false));
+        let capturing = Arc::new(AtomicBool::new(true));
         let stats_every = Duration::from_millis(d.stats_interval_ms);
 
         // Every batch exists from the start: one open in the capture thread, one being worked
@@ -167,6 +169,7 @@ impl Pipeline {
         let capture = Capture {
             dispatcher,
             stop: stop.clone(),
+            capturing: capturing.clone(),
             batch_timeout: Duration::from_millis(d.batch_timeout_ms),
             stats_every,
             metrics,
@@ -177,6 +180,7 @@ impl Pipeline {
         ));
         Ok(Pipeline {
             stop,
+            capturing,
             control: control_tx,
             threads,
         })
@@ -185,6 +189,12 @@ impl Pipeline {
     /// Asks the capture thread to stop reading; the rest of the pipeline then drains.
     pub fn stop_handle(&self) -> Arc<AtomicBool> {
         self.stop.clone()
+    }
+
+    /// True while the capture thread reads packets; it turns false as capture ends, before
+    /// the rest of the pipeline drains, so readiness never outlives the input.
+    pub fn capturing(&self) -> Arc<AtomicBool> {
+        self.capturing.clone()
     }
 
     /// A channel taking reloaded configurations to the analysis stage.
@@ -355,6 +365,8 @@ impl Pacer {
 struct Capture {
     dispatcher: Dispatcher,
     stop: Arc<AtomicBool>,
+    /// Cleared when reading ends, before the workers are told to drain.
+    capturing: Arc<AtomicBool>,
     batch_timeout: Duration,
     stats_every: Duration,
     metrics: Metrics,
@@ -374,6 +386,7 @@ impl Capture {
                 None
             }
         };
+        self.capturing.store(false, Ordering::Release);
         self.dispatcher.send_all();
         self.dispatcher.publish();
         if self.dispatcher.broken {
@@ -630,6 +643,85 @@ mod tests {
         );
         // A packet stamped earlier than the first (files merged, clock steps) is not delayed.
         assert_eq!(p.delay(Timestamp::from_nanos(1), w0), Duration::ZERO);
+    }
+
+    /// Records, at the end of the input, how many transactions it saw and whether the
+    /// pipeline still said it was capturing.
+    struct EndWatcher {
+        capturing: Arc<std::sync::Mutex<Option<Arc<AtomicBool>>>>,
+        seen_at_finish: Arc<std::sync::Mutex<Option<(usize, bool)>>>,
+        transactions: usize,
+    }
+
+    impl Analyzer for EndWatcher {
+        fn name(&self) -> &'static str {
+            "end_watcher"
+        }
+        fn on_transaction(&mut self, _tx: &Transaction) {
+            self.transactions += 1;
+        }
+        fn finish(&mut self) {
+            // The test hands the flag over just after the start; wait for it (bounded).
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let flag = loop {
+                if let Some(f) = self.capturing.lock().unwrap().clone() {
+                    break f;
+                }
+                if Instant::now() > deadline {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            *self.seen_at_finish.lock().unwrap() =
+                Some((self.transactions, flag.load(Ordering::Acquire)));
+        }
+    }
+
+    /// Readiness ends with the input, not with the drain: by the time the analysis stage
+    /// finishes (and reports the pipeline drained), the capture flag is already down, so a
+    /// probe after `apitap_daemon_pipeline_drained` is 1 never sees "ready".
+    #[test]
+    fn capture_flag_is_down_before_the_analysis_stage_finishes() {
+        use super::super::analysis::tests::file_pipeline;
+        let pcap =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("captures/api-basic.pcap");
+        let dir = std::env::temp_dir().join(format!("apitap-ready-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let metrics = Metrics::new();
+        let output = AlertOutput::new(file_pipeline(&dir.join("a.jsonl")), metrics.clone());
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let watcher = EndWatcher {
+            capturing: slot.clone(),
+            seen_at_finish: seen.clone(),
+            transactions: 0,
+        };
+        let source = OpenSource::Replay {
+            source: OfflineSource::open(&[pcap]).expect("bundled capture"),
+            realtime: false,
+        };
+        let cfg = Config::default();
+        let p = Pipeline::start(
+            &cfg,
+            2,
+            source,
+            vec![Box::new(watcher)],
+            output,
+            metrics.clone(),
+        )
+        .expect("start");
+        *slot.lock().unwrap() = Some(p.capturing());
+        let outcome = p.join();
+        assert!(outcome.panicked.is_empty(), "{outcome:?}");
+        assert_eq!(metrics.pipeline_drained.get(), 1);
+        let (transactions, capturing) = seen.lock().unwrap().expect("finish ran with the flag");
+        assert!(transactions > 100, "{transactions}");
+        assert!(
+            !capturing,
+            "still 'capturing' when the analysis stage finished"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Raises one alert per flush, as a detector closing its windows at the end would.

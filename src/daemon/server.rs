@@ -30,8 +30,8 @@ use tokio::sync::{watch, Semaphore};
 /// What the handlers read.
 pub struct State {
     pub metrics: Metrics,
-    /// True while packets are being captured.
-    pub ready: AtomicBool,
+    /// True while packets are being captured: the capture thread clears it as reading ends.
+    pub ready: Arc<AtomicBool>,
     /// The alert sinks' counters, copied into `metrics` before each scrape is rendered.
     pub alerts: Option<AlertPublisher>,
 }
@@ -67,7 +67,7 @@ pub fn respond(state: &State, method: &Method, path: &str) -> Response<Full<Byte
             answer(StatusCode::OK, PROMETHEUS, state.metrics.render())
         }
         "/healthz" => answer(StatusCode::OK, TEXT, "ok\n"),
-        "/readyz" if state.ready.load(Ordering::Relaxed) => answer(StatusCode::OK, TEXT, "ready\n"),
+        "/readyz" if state.ready.load(Ordering::Acquire) => answer(StatusCode::OK, TEXT, "ready\n"),
         "/readyz" => answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not capturing\n"),
         _ => answer(
             StatusCode::NOT_FOUND,
@@ -130,7 +130,7 @@ mod tests {
     fn routes_and_status_codes() {
         let state = State {
             metrics: Metrics::new(),
-            ready: AtomicBool::new(false),
+            ready: Arc::new(AtomicBool::new(false)),
             alerts: None,
         };
         let cases = [
