@@ -194,10 +194,22 @@ fn learn_merge_show_inventory_and_drift() {
     );
     assert_eq!(mm.calls(), ma.calls() + mb.calls());
     assert!(mm.endpoints.len() >= ma.endpoints.len().max(mb.endpoints.len()));
+    // The merged model listened whenever either sensor did.
+    let mut both = ma.coverage.clone();
+    both.union(&mb.coverage);
+    assert_eq!(mm.coverage, both);
+    // The bundled captures last seconds: heard, but not one whole hour.
+    assert!(!mm.coverage.is_empty());
+    assert_eq!(mm.coverage.whole_hours(), 0);
 
     let show = apitap(&["model", "show", m.to_str().unwrap()], key);
     let text = String::from_utf8_lossy(&show.stdout);
     assert!(text.contains("sensors:      s1, s2"), "{text}");
+    let listened = format!(
+        "listened:     {} whole clock hours in",
+        mm.coverage.whole_hours()
+    );
+    assert!(text.contains(&listened), "{text}");
     assert!(text.contains("/api/v1/users/{id}"), "{text}");
 
     let oa = m.join("observed.json");

@@ -14,6 +14,7 @@
 //! so nothing here names a person or holds a credential; `merge` equals one profile fed both
 //! streams, exactly for counts; a [`CallerKey`] hashes, compares and orders as its text.
 
+use super::coverage::Coverage;
 use super::profile::EndpointKey;
 use super::sketch::{Hll, HourOfWeekRate, QuantileSketch};
 use crate::common::Timestamp;
@@ -199,7 +200,13 @@ impl CallerProfile {
     }
 
     /// Learns from one transaction this caller made to `endpoint`.
-    pub fn observe(&mut self, tx: &Transaction, endpoint: &EndpointKey, cfg: &CallerConfig) {
+    pub fn observe(
+        &mut self,
+        tx: &Transaction,
+        endpoint: &EndpointKey,
+        cfg: &CallerConfig,
+        cov: &Coverage,
+    ) {
         let ts = tx.ts();
         super::count_call(
             &mut self.calls,
@@ -207,6 +214,7 @@ impl CallerProfile {
             &mut self.last_seen,
             &mut self.rate,
             ts,
+            cov,
         );
         let label = endpoint.label();
         self.distinct_endpoints.insert(label.as_bytes());
@@ -240,13 +248,13 @@ impl CallerProfile {
     }
 
     /// Adds `other`, learned from other calls of the same caller.
-    pub fn merge(&mut self, other: &CallerProfile, cfg: &CallerConfig) {
+    pub fn merge(&mut self, other: &CallerProfile, cfg: &CallerConfig, cov: &Coverage) {
         if other.calls > 0 && (self.calls == 0 || other.first_seen < self.first_seen) {
             self.first_seen = other.first_seen;
         }
         self.last_seen = self.last_seen.max(other.last_seen);
         self.calls = self.calls.saturating_add(other.calls);
-        self.rate.merge(&other.rate);
+        self.rate.merge(&other.rate, cov);
         for e in &other.endpoints {
             if self.endpoints.contains(e) {
                 continue;
@@ -337,7 +345,7 @@ mod tests {
     fn profile_of(s: &[(Transaction, EndpointKey)], cfg: &CallerConfig) -> CallerProfile {
         let mut p = CallerProfile::new(cfg);
         for (t, k) in s {
-            p.observe(t, k, cfg);
+            p.observe(t, k, cfg, &Coverage::always());
         }
         p
     }
@@ -460,7 +468,7 @@ mod tests {
         let whole = profile_of(&s, &cfg);
         for split in [0, 1, 13, 20, 40] {
             let mut a = profile_of(&s[..split], &cfg);
-            a.merge(&profile_of(&s[split..], &cfg), &cfg);
+            a.merge(&profile_of(&s[split..], &cfg), &cfg, &Coverage::always());
             assert_eq!(
                 (a.calls, a.first_seen, a.last_seen),
                 (whole.calls, whole.first_seen, whole.last_seen)

@@ -20,28 +20,31 @@
 //! `heap_bytes()` plus `size_of` on each profile for a memory budget.
 
 pub mod caller;
+pub mod coverage;
 pub mod profile;
 pub mod shape;
 pub mod sketch;
 
 use crate::common::Timestamp;
+use coverage::Coverage;
 use sketch::HourOfWeekRate;
 
 /// Counts one call at `ts`: the activity bookkeeping endpoint and caller profiles share
-/// (call count, first and last seen, hour-of-week rate).
+/// (call count, first and last seen, hour-of-week rate, its quiet hours those `cov` covers).
 pub(crate) fn count_call(
     calls: &mut u64,
     first_seen: &mut Timestamp,
     last_seen: &mut Timestamp,
     rate: &mut HourOfWeekRate,
     ts: Timestamp,
+    cov: &Coverage,
 ) {
     if *calls == 0 || ts < *first_seen {
         *first_seen = ts;
     }
     *last_seen = (*last_seen).max(ts);
     *calls = calls.saturating_add(1);
-    rate.observe(ts, 1);
+    rate.observe(ts, 1, cov);
 }
 
 #[cfg(test)]
@@ -138,8 +141,19 @@ mod tests {
                 flags: vec![],
             };
             let id = (i % 5000).to_string();
-            endpoint.observe(&tx, &identity, &[&id], &pcfg);
-            caller.observe(&tx, &key, &ccfg);
+            endpoint.observe(
+                &tx,
+                &identity,
+                &[&id],
+                &pcfg,
+                &crate::baseline::coverage::Coverage::always(),
+            );
+            caller.observe(
+                &tx,
+                &key,
+                &ccfg,
+                &crate::baseline::coverage::Coverage::always(),
+            );
         }
         let endpoint_bytes = std::mem::size_of::<EndpointProfile>() + endpoint.heap_bytes();
         let caller_bytes = std::mem::size_of::<CallerProfile>() + caller.heap_bytes();

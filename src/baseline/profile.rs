@@ -25,6 +25,7 @@
 //! - No raw credential or free-text value is kept: callers are pseudonyms, objects live only
 //!   as HyperLogLog registers, shapes keep only short enum members.
 
+use super::coverage::Coverage;
 use super::shape::{ShapeConfig, ValueShape};
 use super::sketch::{Hll, HourOfWeekRate, QuantileSketch, TopK};
 use crate::common::Timestamp;
@@ -1465,13 +1466,14 @@ impl EndpointProfile {
     /// Learns from one transaction of this endpoint. `identity` is the caller as
     /// [`IdentityExtractor`](crate::identity::IdentityExtractor) saw it; `object_ids` are the
     /// ids of the objects the request addressed (path parameters, id fields), as the caller
-    /// of this function decides.
+    /// of this function decides; `cov` the hours the sensor was listening in.
     pub fn observe(
         &mut self,
         tx: &Transaction,
         identity: &Identity,
         object_ids: &[&str],
         cfg: &ProfileConfig,
+        cov: &Coverage,
     ) {
         let Some(req) = tx.request.as_ref() else {
             self.counters.no_request = self.counters.no_request.saturating_add(1);
@@ -1484,6 +1486,7 @@ impl EndpointProfile {
             &mut self.last_seen,
             &mut self.rate,
             ts,
+            cov,
         );
 
         self.observe_query(&req.uri, cfg);
@@ -1503,6 +1506,7 @@ impl EndpointProfile {
         identity: &Identity,
         object_ids: &[&str],
         cfg: &ProfileConfig,
+        cov: &Coverage,
     ) {
         if tx.request.is_none() {
             self.counters.no_request = self.counters.no_request.saturating_add(1);
@@ -1514,6 +1518,7 @@ impl EndpointProfile {
             &mut self.last_seen,
             &mut self.rate,
             tx.ts(),
+            cov,
         );
         match tx.response.as_ref() {
             Some(resp) => self.status.add(&resp.status.to_string()),
@@ -1706,13 +1711,13 @@ impl EndpointProfile {
 
     /// Adds `other`, learned from other transactions of the same endpoint. Caps apply as in
     /// `observe`: fields and callers beyond them are counted, not kept.
-    pub fn merge(&mut self, other: &EndpointProfile, cfg: &ProfileConfig) {
+    pub fn merge(&mut self, other: &EndpointProfile, cfg: &ProfileConfig, cov: &Coverage) {
         if other.calls > 0 && (self.calls == 0 || other.first_seen < self.first_seen) {
             self.first_seen = other.first_seen;
         }
         self.last_seen = self.last_seen.max(other.last_seen);
         self.calls = self.calls.saturating_add(other.calls);
-        self.rate.merge(&other.rate);
+        self.rate.merge(&other.rate, cov);
         self.query_params.merge(&other.query_params, cfg);
         self.request_fields.merge(&other.request_fields, cfg);
         for (a, b) in self.response_fields.iter_mut().zip(&other.response_fields) {
@@ -1902,7 +1907,7 @@ mod tests {
     ) -> EndpointProfile {
         let mut p = EndpointProfile::new(cfg);
         for (t, id, objs) in txs {
-            p.observe(t, id, objs, cfg);
+            p.observe(t, id, objs, cfg, &Coverage::always());
         }
         p
     }
@@ -2133,12 +2138,14 @@ mod tests {
                 &alice,
                 &[&id],
                 &cfg,
+                &Coverage::always(),
             );
             p.observe(
                 &tx("GET", "/users/1", "", 200, "", i, 1),
                 &bob,
                 &["1"],
                 &cfg,
+                &Coverage::always(),
             );
         }
         let a = p
@@ -2415,13 +2422,14 @@ mod tests {
 
         let mut p = EndpointProfile::new(&cfg);
         let id = identity(None, &[]);
-        p.observe(&t, &id, &[], &cfg);
-        p.observe(&raw, &id, &[], &cfg);
+        p.observe(&t, &id, &[], &cfg, &Coverage::always());
+        p.observe(&raw, &id, &[], &cfg, &Coverage::always());
         p.observe(
             &tx("POST", "/graphql", r#"{"nope":1}"#, 400, "", 0, 1),
             &id,
             &[],
             &cfg,
+            &Coverage::always(),
         );
         let g = p.graphql.as_ref().unwrap();
         assert_eq!(g.aliases.count(), 2);
@@ -2523,7 +2531,7 @@ mod tests {
         for split in [0, 1, 17, 30, 59, 60] {
             let mut a = profile_of(&stream[..split], &cfg);
             let b = profile_of(&stream[split..], &cfg);
-            a.merge(&b, &cfg);
+            a.merge(&b, &cfg, &Coverage::always());
             assert_same(&a, &whole);
         }
     }
@@ -2533,15 +2541,15 @@ mod tests {
         let cfg = ProfileConfig::default();
         let mut p = profile_of(&sample_stream(), &cfg);
         let g = tx("POST", "/graphql", r#"{"query":"{ a }"}"#, 200, "", 0, 1);
-        p.observe(&g, &identity(None, &[]), &[], &cfg);
+        p.observe(&g, &identity(None, &[]), &[], &cfg, &Coverage::always());
         let json = serde_json::to_string(&p).unwrap();
         let back: EndpointProfile = serde_json::from_str(&json).unwrap();
         assert_eq!(back, p);
         // A loaded profile keeps learning presence correctly.
         let mut back = back;
         let next = &sample_stream()[0];
-        back.observe(&next.0, &next.1, &next.2, &cfg);
-        p.observe(&next.0, &next.1, &next.2, &cfg);
+        back.observe(&next.0, &next.1, &next.2, &cfg, &Coverage::always());
+        p.observe(&next.0, &next.1, &next.2, &cfg, &Coverage::always());
         assert_eq!(back.request_fields, p.request_fields);
         let key = EndpointKey::from_transaction(&g, "/graphql", &cfg).unwrap();
         let kj = serde_json::to_string(&key).unwrap();

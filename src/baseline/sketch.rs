@@ -17,6 +17,7 @@
 //! Hashes are a fixed function (FNV-1a and a 64-bit finaliser), never seeded per process, so
 //! sketches saved by one run merge with those of another.
 
+use super::coverage::Coverage;
 use crate::common::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -905,8 +906,9 @@ pub struct RateEstimate {
 /// Calls per clock hour folded into 168 hour-of-week buckets.
 ///
 /// The hour in progress stays open until an event from a later hour closes it; the quiet hours
-/// in between are recorded as zero-call hours, since silence is part of the rate. The series
-/// starts at the first event: hours before it are unknown, not zero.
+/// in between are recorded as zero-call hours, since silence is part of the rate, but only
+/// those the sensor was listening in (a [`Coverage`]): across an outage nobody counted. The
+/// series starts at the first event: hours before it are unknown, not zero.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HourOfWeekRate {
@@ -923,6 +925,17 @@ pub struct HourOfWeekRate {
     first_calls: u64,
     /// Events older than the open hour, counted into their own bucket's sum but not as hours.
     late: u64,
+    /// Hours with calls that the sensor did not listen to as a whole: left out of the buckets.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    partial: u64,
+    /// Whether the first hour was closed as partial (its calls are `first_calls`), so a merge
+    /// that finds it whole after all can still record it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    first_partial: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Default for HourOfWeekRate {
@@ -940,6 +953,8 @@ impl HourOfWeekRate {
             open_calls: 0,
             first_calls: 0,
             late: 0,
+            partial: 0,
+            first_partial: false,
         }
     }
 
@@ -957,6 +972,11 @@ impl HourOfWeekRate {
         self.late
     }
 
+    /// Hours with calls left out because the sensor did not listen to them as a whole.
+    pub fn partial(&self) -> u64 {
+        self.partial
+    }
+
     fn bucket_mut(&mut self, hour: u64) -> Option<&mut HourBucket> {
         if self.buckets.len() != HOURS_PER_WEEK {
             self.buckets = vec![HourBucket::default(); HOURS_PER_WEEK];
@@ -965,8 +985,9 @@ impl HourOfWeekRate {
             .get_mut((hour % HOURS_PER_WEEK as u64) as usize)
     }
 
-    /// Records `n` calls at `ts`.
-    pub fn observe(&mut self, ts: Timestamp, n: u64) {
+    /// Records `n` calls at `ts`; the hours since the previous call that `cov` covers were
+    /// quiet.
+    pub fn observe(&mut self, ts: Timestamp, n: u64, cov: &Coverage) {
         let hour = ts.as_nanos() / NANOS_PER_HOUR;
         match self.first_hour {
             None => {
@@ -982,8 +1003,8 @@ impl HourOfWeekRate {
                 }
             }
             Some(_) if hour > self.open_hour => {
-                self.close_open();
-                self.record_quiet(self.open_hour + 1, hour);
+                self.close_open(cov);
+                self.record_quiet(self.open_hour + 1, hour, cov);
                 self.open_hour = hour;
                 self.open_calls = n;
             }
@@ -998,16 +1019,37 @@ impl HourOfWeekRate {
         }
     }
 
-    fn close_open(&mut self) {
+    fn close_open(&mut self, cov: &Coverage) {
         let (h, c) = (self.open_hour, self.open_calls);
-        if let Some(b) = self.bucket_mut(h) {
-            b.record(c);
+        if !self.record_hour(h, c, cov) && Some(h) == self.first_hour {
+            self.first_partial = true;
         }
         self.open_calls = 0;
     }
 
-    /// Records every hour in `[from, to)` as a zero-call hour, in O(168) whatever the gap.
-    fn record_quiet(&mut self, from: u64, to: u64) {
+    /// Records clock hour `h` with `calls` if `cov` says the sensor listened to it as a whole;
+    /// counts it as partial otherwise. True if recorded.
+    fn record_hour(&mut self, h: u64, calls: u64, cov: &Coverage) -> bool {
+        if !cov.whole(h) {
+            self.partial = self.partial.saturating_add(1);
+            return false;
+        }
+        if let Some(b) = self.bucket_mut(h) {
+            b.record(calls);
+        }
+        true
+    }
+
+    /// Records every hour in `[from, to)` that `cov` covers as a zero-call hour, in O(168)
+    /// per covered span whatever its length.
+    fn record_quiet(&mut self, from: u64, to: u64, cov: &Coverage) {
+        for (a, b) in cov.whole_in(from, to) {
+            self.record_quiet_span(a, b);
+        }
+    }
+
+    /// Records every hour in `[from, to)` as a zero-call hour.
+    fn record_quiet_span(&mut self, from: u64, to: u64) {
         if to <= from {
             return;
         }
@@ -1098,11 +1140,11 @@ impl HourOfWeekRate {
     }
 
     /// Adds `other`. When the two series cover disjoint periods (one may end in the hour the
-    /// other starts) the result equals one series fed both streams in time order, quiet hours
-    /// between them included. Overlapping periods (two sensors at once) add their closed
+    /// other starts) the result equals one series fed both streams in time order with the same
+    /// `cov`, quiet hours between them included. Overlapping periods (two sensors at once) add their closed
     /// hours, and the later open hour stays open: an approximation, as the per-hour counts
     /// of the two cannot be paired after the fact.
-    pub fn merge(&mut self, other: &HourOfWeekRate) {
+    pub fn merge(&mut self, other: &HourOfWeekRate, cov: &Coverage) {
         match (self.first_hour, other.first_hour) {
             (_, None) => {}
             (None, Some(_)) => *self = other.clone(),
@@ -1110,23 +1152,28 @@ impl HourOfWeekRate {
             // takes the other after it.
             (Some(a), Some(b)) if (b, other.open_hour) < (a, self.open_hour) => {
                 let mut early = other.clone();
-                early.merge_later(self);
+                early.merge_later(self, cov);
                 *self = early;
             }
-            (Some(_), Some(_)) => self.merge_later(other),
+            (Some(_), Some(_)) => self.merge_later(other, cov),
         }
     }
 
     /// `merge` for an `other` that started no earlier than `self`.
-    fn merge_later(&mut self, other: &HourOfWeekRate) {
+    fn merge_later(&mut self, other: &HourOfWeekRate, cov: &Coverage) {
         let (Some(a_first), Some(b_first)) = (self.first_hour, other.first_hour) else {
             return;
         };
         if self.open_hour < b_first {
             // Disjoint: self ends before other starts.
-            self.close_open();
-            self.record_quiet(self.open_hour + 1, b_first);
+            self.close_open(cov);
+            self.record_quiet(self.open_hour + 1, b_first, cov);
             add_closed(self, other);
+            // Other's first hour, partial to other alone, may be whole to both.
+            if other.first_partial && other.open_hour != b_first && cov.whole(b_first) {
+                self.partial = self.partial.saturating_sub(1);
+                self.record_hour(b_first, other.first_calls, cov);
+            }
             self.open_hour = other.open_hour;
             self.open_calls = other.open_calls;
         } else if self.open_hour == b_first {
@@ -1136,13 +1183,21 @@ impl HourOfWeekRate {
             if other.open_hour == b_first {
                 self.open_calls = ca.saturating_add(other.open_calls);
             } else {
-                if let Some(bk) = self.bucket_mut(b_first) {
-                    let both = ca.saturating_add(cb);
-                    bk.sum = bk.sum.saturating_add(ca);
-                    bk.sum_sq = bk
-                        .sum_sq
-                        .saturating_sub(cb.saturating_mul(cb))
-                        .saturating_add(both.saturating_mul(both));
+                if !other.first_partial {
+                    if let Some(bk) = self.bucket_mut(b_first) {
+                        let both = ca.saturating_add(cb);
+                        bk.sum = bk.sum.saturating_add(ca);
+                        bk.sum_sq = bk
+                            .sum_sq
+                            .saturating_sub(cb.saturating_mul(cb))
+                            .saturating_add(both.saturating_mul(both));
+                    }
+                } else if cov.whole(b_first) {
+                    self.partial = self.partial.saturating_sub(1);
+                    self.record_hour(b_first, ca.saturating_add(cb), cov);
+                }
+                if a_first == b_first {
+                    self.first_partial = other.first_partial && !cov.whole(b_first);
                 }
                 self.open_hour = other.open_hour;
                 self.open_calls = other.open_calls;
@@ -1157,15 +1212,13 @@ impl HourOfWeekRate {
                     self.open_calls = self.open_calls.saturating_add(other.open_calls)
                 }
                 std::cmp::Ordering::Less => {
-                    self.close_open();
+                    self.close_open(cov);
                     self.open_hour = other.open_hour;
                     self.open_calls = other.open_calls;
                 }
                 std::cmp::Ordering::Greater => {
                     let (h, c) = (other.open_hour, other.open_calls);
-                    if let Some(b) = self.bucket_mut(h) {
-                        b.record(c);
-                    }
+                    self.record_hour(h, c, cov);
                 }
             }
         }
@@ -1183,6 +1236,7 @@ fn add_closed(me: &mut HourOfWeekRate, o: &HourOfWeekRate) {
         }
     }
     me.late = me.late.saturating_add(o.late);
+    me.partial = me.partial.saturating_add(o.partial);
 }
 
 /// The saved form of [`HourOfWeekRate`]'s buckets. A caller active a few hours of the week
@@ -1623,9 +1677,9 @@ mod tests {
         let mut r = HourOfWeekRate::new();
         // Five calls in hour 0, two in hour 3: hours 1 and 2 were quiet.
         for _ in 0..5 {
-            r.observe(at_hour(0), 1);
+            r.observe(at_hour(0), 1, &Coverage::always());
         }
-        r.observe(at_hour(3), 2);
+        r.observe(at_hour(3), 2, &Coverage::always());
         assert_eq!(
             r.bucket(0),
             HourBucket {
@@ -1638,7 +1692,7 @@ mod tests {
         assert_eq!(r.bucket(2).hours, 1);
         assert_eq!(r.bucket(3).hours, 0, "hour 3 is still open");
         // Three weeks and one hour later: every bucket gains about three quiet hours.
-        r.observe(at_hour(3 + 3 * 168 + 1), 1);
+        r.observe(at_hour(3 + 3 * 168 + 1), 1, &Coverage::always());
         assert_eq!(r.hours_observed(), 3 + 1 + (3 * 168));
         assert_eq!(
             r.bucket(3),
@@ -1650,7 +1704,7 @@ mod tests {
         );
         assert_eq!(r.mean(0), Some(5.0 / 4.0));
         // Late events keep their calls without inventing hours.
-        r.observe(at_hour(10), 1);
+        r.observe(at_hour(10), 1, &Coverage::always());
         assert_eq!(r.late(), 1);
     }
 
@@ -1659,10 +1713,10 @@ mod tests {
         let mut r = HourOfWeekRate::new();
         for week in 0..4u64 {
             for _ in 0..100 {
-                r.observe(at_hour(week * 168 + 5), 1);
+                r.observe(at_hour(week * 168 + 5), 1, &Coverage::always());
             }
         }
-        r.observe(at_hour(3 * 168 + 6), 1);
+        r.observe(at_hour(3 * 168 + 6), 1, &Coverage::always());
         let ts = at_hour(4 * 168 + 5);
         assert_eq!(r.mean(5), Some(100.0));
         // Always exactly 100: scale falls back to sqrt(100) = 10.
@@ -1677,7 +1731,7 @@ mod tests {
         assert_eq!(r.expected_per_hour(at_hour(0)), None);
         // Hours 0..3 of the first day with 10, 20, 30 calls; hour 3 stays open.
         for (h, n) in [(0u64, 10u64), (1, 20), (2, 30), (3, 1)] {
-            r.observe(at_hour(h), n);
+            r.observe(at_hour(h), n, &Coverage::always());
         }
         let week = r.expected_per_hour(at_hour(1)).unwrap();
         assert_eq!((week.per_hour, week.basis), (20.0, RateBasis::HourOfWeek));
@@ -1695,34 +1749,192 @@ mod tests {
         );
     }
 
+    /// Listening through the whole of clock hours `hours`.
+    fn listening(hours: impl IntoIterator<Item = u64>) -> Coverage {
+        let mut cov = Coverage::new();
+        for h in hours {
+            cov.note(at_hour(h));
+            cov.note(Timestamp::from_nanos((h + 1) * NANOS_PER_HOUR - 1));
+        }
+        cov
+    }
+
+    /// Hours the sensor was not listening in are neither quiet nor busy: a series spanning an
+    /// outage records quiet hours only on either side of it, in observing as in merging.
+    #[test]
+    fn quiet_hours_are_recorded_only_where_the_sensor_listened() {
+        // Listening in hours 0..5 and 50..53; an outage in between.
+        let cov = listening((0..5).chain(50..53));
+        let mut r = HourOfWeekRate::new();
+        r.observe(at_hour(1), 4, &cov);
+        r.observe(at_hour(51), 2, &cov);
+        // Hour 1 closed with 4 calls; hours 2..5 and 50 quiet; hours 5..50 unknown.
+        assert_eq!(r.hours_observed(), 1 + 3 + 1);
+        assert_eq!(r.bucket(1).hours, 1);
+        assert_eq!(r.bucket(3).hours, 1);
+        assert_eq!(r.bucket(20).hours, 0, "in the outage");
+        assert_eq!(r.bucket(50).hours, 1);
+        assert_eq!(r.mean(1), Some(4.0));
+        // The same series listening throughout counts the outage as silence.
+        let mut always = HourOfWeekRate::new();
+        always.observe(at_hour(1), 4, &Coverage::always());
+        always.observe(at_hour(51), 2, &Coverage::always());
+        assert_eq!(always.hours_observed(), 50);
+        // Two halves merged with the same coverage equal the single pass.
+        let (mut a, mut b) = (HourOfWeekRate::new(), HourOfWeekRate::new());
+        a.observe(at_hour(1), 4, &cov);
+        b.observe(at_hour(51), 2, &cov);
+        a.merge(&b, &cov);
+        assert_eq!(a, r);
+        let mut first = HourOfWeekRate::new();
+        first.observe(at_hour(1), 4, &cov);
+        b.merge(&first, &cov);
+        assert_eq!(b, r);
+    }
+
+    /// The last hour of a capture that ends seconds into it is not an hour's sample: it is
+    /// left out and counted, and a merge that finds it whole after all records it.
+    #[test]
+    fn an_hour_heard_for_seconds_is_left_out_until_a_merge_finds_it_whole() {
+        let end = Timestamp::from_nanos(4 * NANOS_PER_HOUR + 11_000_000_000);
+        let mut train = listening(0..4);
+        train.note(end);
+        let mut r = HourOfWeekRate::new();
+        for h in 0..4 {
+            r.observe(at_hour(h), 100, &train);
+        }
+        r.observe(end, 1, &train);
+        // A week later the series goes on: hour 4 (one call in 11 s) is partial, not a zero.
+        let later = 4 + HOURS_PER_WEEK as u64;
+        let mut both = train.clone();
+        both.union(&listening([later, later + 1]));
+        r.observe(at_hour(later), 100, &both);
+        r.observe(at_hour(later + 1), 100, &both);
+        assert_eq!(r.partial(), 1);
+        assert_eq!(r.bucket(4).hours, 1, "hour 4 of the later week only");
+        assert_eq!(r.mean(4), Some(100.0));
+        // A series that began in a partial first hour, merged under a coverage that heard all
+        // of it: recorded, as a single pass under that coverage would.
+        let mid = Timestamp::from_nanos(10 * NANOS_PER_HOUR + 40 * 60_000_000_000);
+        let mut late = Coverage::new();
+        late.note(mid);
+        for h in 11..13 {
+            late.note(at_hour(h));
+        }
+        let mut b = HourOfWeekRate::new();
+        b.observe(mid, 3, &late);
+        b.observe(at_hour(11), 5, &late);
+        b.observe(at_hour(12), 5, &late);
+        assert_eq!((b.partial(), b.bucket(10).hours), (1, 0));
+        let full = listening(0..13);
+        let mut a = HourOfWeekRate::new();
+        a.observe(at_hour(2), 7, &full);
+        let mut single = a.clone();
+        for (t, n) in [(mid, 3), (at_hour(11), 5), (at_hour(12), 5)] {
+            single.observe(t, n, &full);
+        }
+        a.merge(&b, &full);
+        assert_eq!(a, single);
+        assert_eq!(
+            a.bucket(10),
+            HourBucket {
+                hours: 1,
+                sum: 3,
+                sum_sq: 9
+            }
+        );
+        assert_eq!(a.partial(), 0);
+    }
+
+    /// A stream split in two at any event, each half learned under the coverage of its own
+    /// events, then merged under both coverages: the same as one pass under them.
+    #[test]
+    fn halves_learned_under_their_own_coverage_merge_to_the_single_pass() {
+        let min = |h: u64, m: u64| Timestamp::from_nanos(h * NANOS_PER_HOUR + m * 60_000_000_000);
+        let events: Vec<Timestamp> = [
+            (0, 30),
+            (0, 50),
+            (1, 10),
+            (1, 55),
+            (2, 0),
+            (2, 40),
+            (3, 5),
+            (3, 58),
+            (4, 0),
+            (9, 20),
+            (10, 2),
+            (10, 59),
+            (11, 30),
+            (200, 1),
+            (200, 58),
+            (201, 3),
+        ]
+        .into_iter()
+        .map(|(h, m)| min(h, m))
+        .collect();
+        let mut all = Coverage::new();
+        for &t in &events {
+            all.note(t);
+        }
+        let mut whole = HourOfWeekRate::new();
+        for &t in &events {
+            whole.observe(t, 1, &all);
+        }
+        // Hours 0 (from :30), 4 (one minute), 9 (from :20) and 11 (to :30) are partial; 201
+        // is open.
+        assert_eq!(whole.partial(), 4);
+        assert_eq!(whole.hours_observed(), 3 + 1 + 1);
+        let mut rescued = 0;
+        for split in 0..=events.len() {
+            let (mut ca, mut cb) = (Coverage::new(), Coverage::new());
+            let (mut a, mut b) = (HourOfWeekRate::new(), HourOfWeekRate::new());
+            for &t in &events[..split] {
+                ca.note(t);
+                a.observe(t, 1, &ca);
+            }
+            for &t in &events[split..] {
+                cb.note(t);
+                b.observe(t, 1, &cb);
+            }
+            // The half starting mid-hour found its first hour partial; both halves heard it.
+            rescued += usize::from(b.first_partial && all.whole(b.first_hour.unwrap_or(0)));
+            let mut ab = a.clone();
+            ab.merge(&b, &all);
+            assert_eq!(ab, whole, "split {split}");
+            b.merge(&a, &all);
+            assert_eq!(b, whole, "split {split}, reversed");
+        }
+        assert!(rescued >= 3, "{rescued}");
+    }
+
     #[test]
     fn hour_of_week_merge_of_disjoint_periods_equals_single_pass() {
         let events: Vec<u64> = vec![0, 0, 1, 5, 5, 5, 200, 201, 201, 400, 1000];
         let mut whole = HourOfWeekRate::new();
         for &h in &events {
-            whole.observe(at_hour(h), 1);
+            whole.observe(at_hour(h), 1, &Coverage::always());
         }
         for split in 0..=events.len() {
             let (mut a, mut b) = (HourOfWeekRate::new(), HourOfWeekRate::new());
             for &h in &events[..split] {
-                a.observe(at_hour(h), 1);
+                a.observe(at_hour(h), 1, &Coverage::always());
             }
             for &h in &events[split..] {
-                b.observe(at_hour(h), 1);
+                b.observe(at_hour(h), 1, &Coverage::always());
             }
             let mut ab = a.clone();
-            ab.merge(&b);
+            ab.merge(&b, &Coverage::always());
             assert_eq!(ab, whole, "split {split}");
             let mut ba = b.clone();
-            ba.merge(&a);
+            ba.merge(&a, &Coverage::always());
             assert_eq!(ba, whole, "split {split}, reversed");
         }
         // Overlap in the open hour adds calls.
         let (mut a, mut b) = (HourOfWeekRate::new(), HourOfWeekRate::new());
-        a.observe(at_hour(7), 3);
-        b.observe(at_hour(7), 4);
-        a.merge(&b);
-        a.observe(at_hour(8), 0);
+        a.observe(at_hour(7), 3, &Coverage::always());
+        b.observe(at_hour(7), 4, &Coverage::always());
+        a.merge(&b, &Coverage::always());
+        a.observe(at_hour(8), 0, &Coverage::always());
         assert_eq!(
             a.bucket(7),
             HourBucket {
@@ -1740,8 +1952,8 @@ mod tests {
         let fresh = HourOfWeekRate::new();
         // Begun, nothing closed, and a late call of none: allocated, every bucket empty.
         let mut begun = HourOfWeekRate::new();
-        begun.observe(at_hour(3), 2);
-        begun.observe(at_hour(2), 0);
+        begun.observe(at_hour(3), 2, &Coverage::always());
+        begun.observe(at_hour(2), 0, &Coverage::always());
         assert_eq!(begun.buckets, vec![HourBucket::default(); HOURS_PER_WEEK]);
         let mut busy = HourOfWeekRate::new();
         for (h, n) in [
@@ -1753,9 +1965,9 @@ mod tests {
             (201, 9),
             (1000, 2),
         ] {
-            busy.observe(at_hour(h), n);
+            busy.observe(at_hour(h), n, &Coverage::always());
         }
-        busy.observe(at_hour(100), 5); // late
+        busy.observe(at_hour(100), 5, &Coverage::always()); // late
         for r in [&fresh, &begun, &busy] {
             let json = serde_json::to_string(r).unwrap();
             let back: HourOfWeekRate = serde_json::from_str(&json).unwrap();
@@ -1781,7 +1993,7 @@ mod tests {
     fn hour_of_week_reads_the_dense_form_of_older_models() {
         let mut r = HourOfWeekRate::new();
         for (h, n) in [(1, 4), (2, 6), (170, 1)] {
-            r.observe(at_hour(h), n);
+            r.observe(at_hour(h), n, &Coverage::always());
         }
         let mut dense = serde_json::to_value(&r).unwrap();
         dense["buckets"] = serde_json::to_value(&r.buckets).unwrap();

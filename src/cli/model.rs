@@ -229,6 +229,13 @@ pub fn model(cmd: ModelCommand) -> Result<()> {
                 m.last_seen.as_secs_f64(),
                 m.last_seen.saturating_since(m.first_seen).as_secs_f64() / 3600.0
             )?;
+            writeln!(
+                o,
+                "listened:     {} whole clock hours in {} spans ({} gaps joined to stay within the span cap)",
+                m.coverage.whole_hours(),
+                m.coverage.spans().len(),
+                m.coverage.gaps_joined()
+            )?;
             let c = &m.counters;
             writeln!(
                 o,

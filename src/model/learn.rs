@@ -347,6 +347,8 @@ impl Learner {
         learn_routes: bool,
         spent: Option<Prepared>,
     ) -> Option<Prepared> {
+        // Every transaction, learned or not, says the sensor was listening in its hour.
+        self.model.coverage.note(tx.ts());
         let c = &mut self.model.counters;
         c.transactions = c.transactions.saturating_add(1);
         let Some(req) = tx.request.as_ref() else {
@@ -452,10 +454,11 @@ impl Learner {
             Some(EndpointEntry {
                 profile: p, charge, ..
             }) => {
+                let cov = &self.model.coverage;
                 if detail {
-                    p.observe(tx, identity, &ids, &self.cfg.profile);
+                    p.observe(tx, identity, &ids, &self.cfg.profile, cov);
                 } else {
-                    p.observe_counts(tx, identity, &ids, &self.cfg.profile);
+                    p.observe_counts(tx, identity, &ids, &self.cfg.profile, cov);
                 }
                 let before = charge.bytes;
                 charge.since += 1;
@@ -467,7 +470,7 @@ impl Learner {
             }
             None => {
                 let mut p = EndpointProfile::new(&self.cfg.profile);
-                p.observe(tx, identity, &ids, &self.cfg.profile);
+                p.observe(tx, identity, &ids, &self.cfg.profile, &self.model.coverage);
                 let bytes = endpoint_bytes(key, &p);
                 self.endpoints.push(
                     prepared.endpoint_id,
@@ -536,7 +539,7 @@ impl Learner {
         let (before, after) = match self.callers.get_mut(subject) {
             Some(p) => {
                 let before = caller_bytes(subject, p, reservation);
-                p.observe(tx, endpoint, &self.cfg.caller);
+                p.observe(tx, endpoint, &self.cfg.caller, &self.model.coverage);
                 (before, caller_bytes(subject, p, reservation))
             }
             None if self.memory_bytes >= self.cfg.caller_budget_bytes() => {
@@ -546,7 +549,7 @@ impl Learner {
             }
             None => {
                 let mut p = CallerProfile::new(&self.cfg.caller);
-                p.observe(tx, endpoint, &self.cfg.caller);
+                p.observe(tx, endpoint, &self.cfg.caller, &self.model.coverage);
                 let after = caller_bytes(subject, &p, reservation);
                 self.callers.insert(CallerKey::new(subject), Box::new(p));
                 (0, after)
@@ -620,7 +623,7 @@ fn assemble(
             model.counters.profiles_rehomed = model.counters.profiles_rehomed.saturating_add(1);
         }
         match merged.get_mut(&key) {
-            Some(p) => p.merge(&profile, &cfg.profile),
+            Some(p) => p.merge(&profile, &cfg.profile, &model.coverage),
             None => {
                 merged.insert(key, profile);
             }
@@ -656,6 +659,7 @@ impl LearnCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::baseline::coverage::Coverage;
     use crate::common::Timestamp;
     use crate::identity::IdentityConfig;
     use crate::inventory::template::RouteConfig;
@@ -790,6 +794,72 @@ mod tests {
             assert_eq!(pa.rate, pw.rate);
         }
         assert_eq!(a.counters.anonymous, whole.counters.anonymous);
+    }
+
+    /// A three-day outage (no transaction at all) is not silence, and an hour the sensor heard
+    /// only seconds of is not an hour's sample: the endpoint's and the caller's rates record
+    /// whole hours only. A model saved without coverage assumes its own period, as it did.
+    #[test]
+    fn rates_record_only_hours_the_sensor_listened_to_whole() {
+        const HOUR: u64 = 3_600;
+        // `call` counts seconds from 1_700_000_000; this many more is the top of clock hour H0.
+        const T0: u64 = 2_800;
+        const H0: u64 = 472_223;
+        let mut l = learner(LearnConfig::default());
+        // /a by alice at 0:00:10. /b by bob every ten minutes from 0:05 to 3:00:05, so the
+        // sensor listened to hours 0, 1 and 2 whole and to ten seconds of hour 3 (a capture
+        // ending). Then nothing for 72 hours; from 75:00:05, /b again for two hours, and /a at
+        // 76:30.
+        l.observe(&call("/a", Some("alice"), T0 + 10));
+        for k in 0..=18 {
+            let sec = 300 + k * 600 - u64::from(k == 18) * 295;
+            l.observe(&call("/b", Some("bob"), T0 + sec));
+        }
+        for k in 0..=12 {
+            l.observe(&call("/b", Some("bob"), T0 + 75 * HOUR + 5 + k * 600));
+        }
+        l.observe(&call("/a", Some("alice"), T0 + 76 * HOUR + 1_800));
+        let m = l.finish();
+        assert_eq!(m.coverage.spans().len(), 2, "{:?}", m.coverage);
+        // The second span runs from 75:00:05 to 77:00:05: hours 75 and 76 whole, 77 not.
+        let whole: Vec<u64> = (0..80).filter(|&h| m.coverage.whole(H0 + h)).collect();
+        assert_eq!(whole, vec![0, 1, 2, 75, 76]);
+        let endpoint = |template: &str| {
+            m.endpoints
+                .iter()
+                .find(|(k, _)| k.template == template)
+                .map(|(_, p)| p)
+                .unwrap()
+        };
+        let a = endpoint("/a");
+        // Closed: hour 0 (one call) and hours 1, 2 and 75 quiet. Hour 3 (ten seconds) and the
+        // outage are not counted; hour 76 is still open.
+        assert_eq!(a.rate.hours_observed(), 4);
+        let bucket = |h: u64| ((H0 + h) % 168) as usize;
+        assert_eq!(a.rate.mean(bucket(0)), Some(1.0));
+        assert_eq!(a.rate.partial(), 0);
+        let (_, alice) = m.callers.iter().find(|(_, p)| p.calls == 2).unwrap();
+        assert_eq!(alice.rate.hours_observed(), 4);
+        // Bob's hour 3 had a call but only ten seconds of listening: left out, counted.
+        let b = endpoint("/b");
+        assert_eq!(b.rate.partial(), 1);
+        assert_eq!(b.rate.hours_observed(), 5, "0, 1, 2, 75 and 76");
+        assert_eq!(b.rate.mean(bucket(1)), Some(6.0));
+        // Saved and loaded, the coverage is kept.
+        let dir = std::env::temp_dir().join(format!("apitap-coverage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        m.save(&dir).unwrap();
+        assert_eq!(Model::load(&dir).unwrap().coverage, m.coverage);
+        // A model written before coverage existed: its period counts as listened to, and
+        // nothing after it.
+        let mut old = m.clone();
+        old.coverage = Coverage::new();
+        old.save(&dir).unwrap();
+        let back = Model::load(&dir).unwrap();
+        assert_eq!(back.coverage, Coverage::through(m.first_seen, m.last_seen));
+        assert_eq!(back.coverage.whole_hours(), 77);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

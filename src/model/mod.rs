@@ -12,6 +12,7 @@ pub mod learn;
 pub mod store;
 
 use crate::baseline::caller::CallerProfile;
+use crate::baseline::coverage::Coverage;
 use crate::baseline::profile::{EndpointKey, EndpointProfile};
 use crate::common::Timestamp;
 use crate::inventory::template::RouteLearner;
@@ -67,6 +68,11 @@ pub struct Model {
     /// before caller profiles existed.
     #[serde(default)]
     pub callers: Vec<(String, CallerProfile)>,
+    /// The clock hours the sensors saw traffic in: learned rates count quiet hours only inside
+    /// them. Absent in models written before it existed; [`Model::load`] then assumes the
+    /// model's own period was covered, as those models did.
+    #[serde(default)]
+    pub coverage: Coverage,
 }
 
 impl Model {
@@ -80,6 +86,7 @@ impl Model {
             routes,
             endpoints: Vec::new(),
             callers: Vec::new(),
+            coverage: Coverage::new(),
         }
     }
 
@@ -88,7 +95,16 @@ impl Model {
     }
 
     pub fn load(dir: &Path) -> Result<Model, store::StoreError> {
-        store::load(&Model::file(dir), MODEL_VERSION).map(|(_, m)| m)
+        store::load(&Model::file(dir), MODEL_VERSION).map(|(_, m): (_, Model)| m.with_coverage())
+    }
+
+    /// A model saved before coverage was recorded counted every hour of its period as
+    /// listened to; it keeps that assumption for its own period and no further.
+    fn with_coverage(mut self) -> Model {
+        if self.coverage.is_empty() && self.last_seen != Timestamp::ZERO {
+            self.coverage = Coverage::through(self.first_seen, self.last_seen);
+        }
+        self
     }
 
     pub fn save(&self, dir: &Path) -> Result<(), store::StoreError> {
@@ -117,11 +133,13 @@ impl Model {
         self.last_seen = self.last_seen.max(other.last_seen);
         self.counters.add(&other.counters);
         self.routes.merge(&other.routes);
+        // First, so the rates below fill the quiet hours either sensor listened in.
+        self.coverage.union(&other.coverage);
         let mut all: std::collections::BTreeMap<EndpointKey, EndpointProfile> =
             std::mem::take(&mut self.endpoints).into_iter().collect();
         for (k, p) in &other.endpoints {
             match all.get_mut(k) {
-                Some(mine) => mine.merge(p, &cfg.profile),
+                Some(mine) => mine.merge(p, &cfg.profile, &self.coverage),
                 None => {
                     all.insert(k.clone(), p.clone());
                 }
@@ -132,7 +150,7 @@ impl Model {
             std::mem::take(&mut self.callers).into_iter().collect();
         for (k, p) in &other.callers {
             match callers.get_mut(k) {
-                Some(mine) => mine.merge(p, &cfg.caller),
+                Some(mine) => mine.merge(p, &cfg.caller, &self.coverage),
                 None => {
                     callers.insert(k.clone(), p.clone());
                 }

@@ -149,7 +149,13 @@ impl Fixture {
             let mut p = EndpointProfile::new(&pcfg);
             for (i, t) in training.iter().enumerate() {
                 let tx = t.tx(i as u64);
-                p.observe(&tx, &self.extractor.extract(&tx), &[], &pcfg);
+                p.observe(
+                    &tx,
+                    &self.extractor.extract(&tx),
+                    &[],
+                    &pcfg,
+                    &crate::baseline::coverage::Coverage::always(),
+                );
             }
             p
         });
