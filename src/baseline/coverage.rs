@@ -33,12 +33,49 @@ const NANOS_PER_HOUR: u64 = 3_600 * 1_000_000_000;
 
 /// When a sensor (or several, merged) listened; see the module documentation.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "CoverageRepr")]
 pub struct Coverage {
     /// `[first, last]` packet times in nanoseconds.
     spans: Vec<(u64, u64)>,
     /// Gaps counted as listened to, to stay within [`MAX_SPANS`].
     gaps_joined: u64,
+}
+
+/// The saved form, checked against the invariants before it becomes a [`Coverage`].
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct CoverageRepr {
+    spans: Vec<(u64, u64)>,
+    gaps_joined: u64,
+}
+
+impl TryFrom<CoverageRepr> for Coverage {
+    type Error = String;
+    fn try_from(r: CoverageRepr) -> Result<Coverage, String> {
+        if r.spans.len() > MAX_SPANS {
+            return Err(format!(
+                "coverage: {} spans, at most {MAX_SPANS}",
+                r.spans.len()
+            ));
+        }
+        if let Some(s) = r.spans.iter().find(|s| s.0 > s.1) {
+            return Err(format!("coverage: span {s:?} ends before it starts"));
+        }
+        if let Some(w) = r
+            .spans
+            .windows(2)
+            .find(|w| hour(w[1].0) <= hour(w[0].1).saturating_add(1))
+        {
+            return Err(format!(
+                "coverage: spans {:?} and {:?} are out of order or not an empty hour apart",
+                w[0], w[1]
+            ));
+        }
+        Ok(Coverage {
+            spans: r.spans,
+            gaps_joined: r.gaps_joined,
+        })
+    }
 }
 
 impl Coverage {
@@ -296,6 +333,37 @@ mod tests {
             b.union(&a);
             assert_eq!(b, want, "split {split}, reversed");
         }
+    }
+
+    #[test]
+    fn malformed_saved_coverage_is_refused_with_the_reason() {
+        let h = NANOS_PER_HOUR;
+        for (json, why) in [
+            (r#"{"spans":[[5,4]]}"#, "ends before it starts"),
+            (
+                &format!(r#"{{"spans":[[{},{}],[0,1]]}}"#, 10 * h, 11 * h) as &str,
+                "out of order",
+            ),
+            (
+                &format!(r#"{{"spans":[[0,{}],[{},{}]]}}"#, h, 2 * h, 3 * h),
+                "not an empty hour apart",
+            ),
+            (r#"{"spans":[],"extra":1}"#, "unknown field"),
+        ] {
+            let e = serde_json::from_str::<Coverage>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{json}: {e}");
+        }
+        let ok = format!(r#"{{"spans":[[0,{}],[{},{}]]}}"#, h, 3 * h, 4 * h);
+        assert_eq!(
+            serde_json::from_str::<Coverage>(&ok).unwrap().spans().len(),
+            2
+        );
+        assert_eq!(
+            serde_json::from_str::<Coverage>("{}").unwrap(),
+            Coverage::new()
+        );
     }
 
     #[test]
