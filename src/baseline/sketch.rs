@@ -906,9 +906,11 @@ pub struct RateEstimate {
 /// Calls per clock hour folded into 168 hour-of-week buckets.
 ///
 /// The hour in progress stays open until an event from a later hour closes it; the quiet hours
-/// in between are recorded as zero-call hours, since silence is part of the rate, but only
-/// those the sensor was listening in (a [`Coverage`]): across an outage nobody counted. The
-/// series starts at the first event: hours before it are unknown, not zero.
+/// in between are recorded as zero-call hours, since silence is part of the rate. Only hours
+/// the sensor listened to whole (see [`Coverage`]) are recorded, busy or quiet: across an
+/// outage nobody counted, and a few minutes heard are not an hour's sample; busy hours left
+/// out are counted (`partial`). The series starts at the first event: hours before it are
+/// unknown, not zero.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HourOfWeekRate {
@@ -985,8 +987,8 @@ impl HourOfWeekRate {
             .get_mut((hour % HOURS_PER_WEEK as u64) as usize)
     }
 
-    /// Records `n` calls at `ts`; the hours since the previous call that `cov` covers were
-    /// quiet.
+    /// Records `n` calls at `ts`; of the hours since the previous call, those `cov` says were
+    /// listened to whole were quiet.
     pub fn observe(&mut self, ts: Timestamp, n: u64, cov: &Coverage) {
         let hour = ts.as_nanos() / NANOS_PER_HOUR;
         match self.first_hour {
@@ -1040,8 +1042,8 @@ impl HourOfWeekRate {
         true
     }
 
-    /// Records every hour in `[from, to)` that `cov` covers as a zero-call hour, in O(168)
-    /// per covered span whatever its length.
+    /// Records every hour in `[from, to)` that `cov` says was listened to whole as a zero-call
+    /// hour, in O(168) per span of listening whatever its length.
     fn record_quiet(&mut self, from: u64, to: u64, cov: &Coverage) {
         for (a, b) in cov.whole_in(from, to) {
             self.record_quiet_span(a, b);
@@ -1139,11 +1141,12 @@ impl HourOfWeekRate {
         Some((calls as f64 - mean) / scale)
     }
 
-    /// Adds `other`. When the two series cover disjoint periods (one may end in the hour the
-    /// other starts) the result equals one series fed both streams in time order with the same
-    /// `cov`, quiet hours between them included. Overlapping periods (two sensors at once) add their closed
-    /// hours, and the later open hour stays open: an approximation, as the per-hour counts
-    /// of the two cannot be paired after the fact.
+    /// Adds `other`; `cov` is when either was listening (the union of their coverages). When
+    /// the two series cover disjoint periods (one may end in the hour the other starts) the
+    /// result equals one series fed both streams in time order under `cov`, quiet hours between
+    /// them included, even if each was learned under its own coverage only. Overlapping periods
+    /// (two sensors at once) add their closed hours, and the later open hour stays open: an
+    /// approximation, as the per-hour counts of the two cannot be paired after the fact.
     pub fn merge(&mut self, other: &HourOfWeekRate, cov: &Coverage) {
         match (self.first_hour, other.first_hour) {
             (_, None) => {}
