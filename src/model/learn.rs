@@ -807,7 +807,7 @@ mod tests {
         const H0: u64 = 472_223;
         let mut l = learner(LearnConfig::default());
         // /a by alice at 0:00:10. /b by bob every ten minutes from 0:05 to 3:00:05, so the
-        // sensor listened to hours 0, 1 and 2 whole and to ten seconds of hour 3 (a capture
+        // sensor listened to hours 0, 1 and 2 whole and to five seconds of hour 3 (a capture
         // ending). Then nothing for 72 hours; from 75:00:05, /b again for two hours, and /a at
         // 76:30.
         l.observe(&call("/a", Some("alice"), T0 + 10));
@@ -832,7 +832,7 @@ mod tests {
                 .unwrap()
         };
         let a = endpoint("/a");
-        // Closed: hour 0 (one call) and hours 1, 2 and 75 quiet. Hour 3 (ten seconds) and the
+        // Closed: hour 0 (one call) and hours 1, 2 and 75 quiet. Hour 3 (five seconds) and the
         // outage are not counted; hour 76 is still open.
         assert_eq!(a.rate.hours_observed(), 4);
         let bucket = |h: u64| ((H0 + h) % 168) as usize;
@@ -840,7 +840,7 @@ mod tests {
         assert_eq!(a.rate.partial(), 0);
         let (_, alice) = m.callers.iter().find(|(_, p)| p.calls == 2).unwrap();
         assert_eq!(alice.rate.hours_observed(), 4);
-        // Bob's hour 3 had a call but only ten seconds of listening: left out, counted.
+        // Bob's hour 3 had a call but only five seconds of listening: left out, counted.
         let b = endpoint("/b");
         assert_eq!(b.rate.partial(), 1);
         assert_eq!(b.rate.hours_observed(), 5, "0, 1, 2, 75 and 76");
