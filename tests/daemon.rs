@@ -48,6 +48,8 @@ fn flows_count(pcap: &Path) -> usize {
 struct Daemon {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    /// The thread collecting stderr: it ends at end of file, once the child has exited.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -68,12 +70,16 @@ impl Daemon {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr");
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().expect("log lock").push(line);
             }
         });
-        Daemon { child, log }
+        Daemon {
+            child,
+            log,
+            reader: Some(reader),
+        }
     }
 
     fn log_text(&self) -> String {
@@ -128,8 +134,16 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = self.child.try_wait().expect("try_wait") {
-                // Let the reader thread take the last lines.
-                std::thread::sleep(Duration::from_millis(50));
+                // Every line the daemon wrote is in the log once the reader has seen the end
+                // of the pipe (the daemon starts no processes that could hold it open).
+                if let Some(r) = self.reader.take() {
+                    let until = Instant::now() + Duration::from_secs(10);
+                    while !r.is_finished() && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    assert!(r.is_finished(), "stderr still open after exit");
+                    let _ = r.join();
+                }
                 return s;
             }
             if Instant::now() > deadline {
@@ -153,7 +167,9 @@ impl Drop for Daemon {
 /// One plain HTTP/1.1 GET; returns status and body.
 fn get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics server");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
+    // The socket is bound (and logged) before the daemon loads its model and starts serving:
+    // a loaded machine may take a while to answer the first request.
+    s.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     write!(
         s,
@@ -185,14 +201,19 @@ fn sample(scrape: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// Scrapes until `series` has value `want` (or the deadline); returns the last scrape.
+/// Scrapes until `series` has value `want`; returns that scrape. Fails after a minute (a
+/// loaded machine replays slowly; a value that never comes is a failure, not a later puzzle).
 fn wait_metric(port: u16, series: &str, want: f64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, body) = get(port, "/metrics");
-        if sample(&body, series) == Some(want) || Instant::now() > deadline {
+        if sample(&body, series) == Some(want) {
             return body;
         }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached {want}; last scrape:\n{body}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -365,9 +386,18 @@ fn sigterm_during_a_realtime_replay_drains_and_exits_zero() {
         ),
     );
     let mut d = replay(&pcap, &cfg, &["--realtime"]);
-    d.wait_log("Replaying.");
-    // The capture spans 7.5 s of packet time; stop it about a quarter of the way in.
-    std::thread::sleep(Duration::from_millis(2000));
+    let port = d.port();
+    // The capture spans 7.5 s of packet time; stop it as soon as a transaction is through,
+    // whatever the machine's load made of the start-up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = get(port, "/metrics");
+        if sample(&body, "apitap_http_transactions_total").unwrap_or(0.0) >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no transaction:\n{body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log_text());
     let text = std::fs::read_to_string(&log).expect("transaction log");
@@ -699,7 +729,7 @@ fn live_capture_on_loopback_counts_every_request() {
     );
     let mut d = Daemon::start(&["--interface", "lo", "--config", cfg.to_str().expect("path")]);
     let metrics_port = d.port();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while get(metrics_port, "/readyz").0 != 200 {
         assert!(Instant::now() < deadline, "never ready:\n{}", d.log_text());
         std::thread::sleep(Duration::from_millis(20));
@@ -758,7 +788,7 @@ fn request(port: u16, target: &str, token: &str) -> String {
 }
 
 /// End to end on loopback: a real server and client, `apitap run --interface lo` with an empty
-/// model and a two-second learning period. Benign calls are learned and raise nothing; attack
+/// model and a six-second learning period. Benign calls are learned and raise nothing; attack
 /// calls after the period raise alerts that reach the file sink and the alert counters.
 #[test]
 fn live_capture_on_loopback_learns_then_alerts_on_attacks() {
@@ -783,7 +813,7 @@ fn live_capture_on_loopback_learns_then_alerts_on_attacks() {
             "{LISTEN}[capture]\nfilter = \"tcp port {port}\"\nread_timeout_ms = 50\n\
              promiscuous = false\n[daemon]\nbatch_timeout_ms = 20\n\
              [alert]\nspool_dir = {spool:?}\n[alert.file]\npath = {file:?}\n\
-             [detect]\nmodel_dir = {model:?}\nlearning_period_secs = 2\n",
+             [detect]\nmodel_dir = {model:?}\nlearning_period_secs = 6\n",
             spool = dir.join("spool").display().to_string(),
             file = alerts.display().to_string(),
             model = dir.join("model").display().to_string(),
@@ -791,11 +821,14 @@ fn live_capture_on_loopback_learns_then_alerts_on_attacks() {
     );
     let mut d = Daemon::start(&["--interface", "lo", "--config", cfg.to_str().expect("path")]);
     let metrics_port = d.port();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while get(metrics_port, "/readyz").0 != 200 {
         assert!(Instant::now() < deadline, "never ready:\n{}", d.log_text());
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The learning period runs from the first transaction: every benign call must fall in it,
+    // on a loaded machine too, and every attack after it.
+    let t0 = Instant::now();
     for i in 0..BENIGN {
         let status = request(
             port,
@@ -805,8 +838,15 @@ fn live_capture_on_loopback_learns_then_alerts_on_attacks() {
         assert!(status.starts_with("HTTP/1.1 200"), "{status}");
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "the benign calls took {:?}, too close to the 6 s learning period",
+        t0.elapsed()
+    );
     // Past the learning period (counted in capture time from the first transaction).
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(
+        (t0 + Duration::from_millis(6500)).saturating_duration_since(Instant::now()),
+    );
     for target in ATTACKS {
         request(port, target, "mallory");
     }
@@ -909,7 +949,15 @@ fn real_prometheus_scrapes_the_daemon() {
     let web = TcpListener::bind("127.0.0.1:0").expect("free port");
     let web_port = web.local_addr().expect("addr").port();
     drop(web);
-    let mut p = Command::new(prom)
+    // Killed however the test ends: a failed query must not leave Prometheus running.
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let p = Command::new(prom)
         .arg(format!("--config.file={}", prom_cfg.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
@@ -922,6 +970,7 @@ fn real_prometheus_scrapes_the_daemon() {
         ))
         .spawn()
         .expect("start prometheus");
+    let p = Killed(p);
     let query = |q: &str| {
         TcpStream::connect(("127.0.0.1", web_port))
             .ok()
@@ -939,8 +988,7 @@ fn real_prometheus_scrapes_the_daemon() {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    let _ = p.kill();
-    let _ = p.wait();
+    drop(p);
     let log = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
     assert_eq!(up, vec![1.0], "up via Prometheus; its log:\n{log}");
     assert_eq!(

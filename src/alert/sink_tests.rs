@@ -307,10 +307,12 @@ fn webhook_delivers_every_alert_across_outages_and_restarts() {
     assert_eq!(c.spool_pending, 50, "left in the spool for the next start");
     assert_eq!(c.delivered, 100);
 
-    // A new pipeline over the same spool directory delivers them.
-    let receiver = Receiver::start(port, seen.clone());
+    // A new pipeline over the same spool directory delivers them. It starts with all 50
+    // pending; the receiver comes up after that count is read, or the first delivery could
+    // get in before it.
     let p = AlertPipeline::new(&cfg).unwrap();
     assert_eq!(counters(&p).spool_pending, 50);
+    let receiver = Receiver::start(port, seen.clone());
     wait_for("spooled alerts after restart", || {
         counters(&p).spool_pending == 0
     });

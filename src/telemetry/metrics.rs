@@ -326,7 +326,20 @@ impl Metrics {
 
     /// Brings the detection families up to the engine's state (called by the detection
     /// analyzer on every flush; counters only grow, so each is raised to the engine's count).
+    /// The state gauges go first: a scrape that sees a transaction counted also sees the
+    /// learning state it was judged in.
     pub fn publish_detect(&self, s: &DetectStatus<'_>) {
+        self.detect_incidents_open
+            .set(i64::try_from(s.open_incidents).unwrap_or(i64::MAX));
+        self.detect_learning.set(i64::from(s.learning));
+        for (state, on) in [("learning", s.learning), ("detecting", !s.learning)] {
+            if let Ok(g) = self.learning_state.get_metric_with_label_values(&[state]) {
+                g.set(i64::from(on));
+            }
+        }
+        if let Ok(g) = self.model_age.get_metric_with_label_values(&["baseline"]) {
+            g.set(s.model_age_secs);
+        }
         advance(&self.detect_transactions, s.counters.transactions);
         advance(&self.detect_findings, s.counters.findings);
         advance(&self.detect_learned, s.counters.learned);
@@ -345,17 +358,6 @@ impl Metrics {
             {
                 advance(&c, *n);
             }
-        }
-        self.detect_incidents_open
-            .set(i64::try_from(s.open_incidents).unwrap_or(i64::MAX));
-        self.detect_learning.set(i64::from(s.learning));
-        for (state, on) in [("learning", s.learning), ("detecting", !s.learning)] {
-            if let Ok(g) = self.learning_state.get_metric_with_label_values(&[state]) {
-                g.set(i64::from(on));
-            }
-        }
-        if let Ok(g) = self.model_age.get_metric_with_label_values(&["baseline"]) {
-            g.set(s.model_age_secs);
         }
     }
 
