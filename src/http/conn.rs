@@ -233,12 +233,17 @@ enum Prelude {
     Off,
 }
 
+/// Bytes held in one direction and where each delivery's bytes begin, with its packet time.
+type Held = (Vec<u8>, Vec<(usize, Timestamp)>);
+
 struct SocksPrelude {
     version: SocksVersion,
     /// Handshake bytes held per direction (`Direction::index`).
     held: [Vec<u8>; 2],
-    /// Packet time of the first held byte per direction.
-    ts: [Timestamp; 2],
+    /// Per direction, where in `held` each delivery's bytes begin and the packet time they
+    /// came at: held bytes that turn out to be HTTP are parsed with their own times, so the
+    /// result does not depend on how the bytes were split. At most one per held byte.
+    arrivals: [Vec<(usize, Timestamp)>; 2],
     /// That side's handshake is complete; its later bytes go straight to HTTP.
     done: [bool; 2],
 }
@@ -351,7 +356,7 @@ impl HttpConn {
                 Some(version) => Prelude::Socks(Box::new(SocksPrelude {
                     version,
                     held: [Vec::new(), Vec::new()],
-                    ts: [ts; 2],
+                    arrivals: [Vec::new(), Vec::new()],
                     done: [false; 2],
                 })),
                 None => Prelude::Off,
@@ -369,11 +374,6 @@ impl HttpConn {
         let Some(held) = p.held.get_mut(i) else {
             return;
         };
-        if held.is_empty() {
-            if let Some(t) = p.ts.get_mut(i) {
-                *t = ts;
-            }
-        }
         // Hold at most one byte past the limit: the decision depends only on that prefix, so it
         // is the same however the bytes were split, and the rest of `data` is not copied.
         let room = cfg
@@ -381,6 +381,11 @@ impl HttpConn {
             .saturating_add(1)
             .saturating_sub(held.len());
         let (taken, tail) = data.split_at(room.min(data.len()));
+        if !taken.is_empty() {
+            if let Some(a) = p.arrivals.get_mut(i) {
+                a.push((held.len(), ts));
+            }
+        }
         held.extend_from_slice(taken);
         let parsed = match dir {
             Direction::ToServer => socks::client_handshake(held),
@@ -405,9 +410,14 @@ impl HttpConn {
                 }
             }
             Handshake::Done { consumed, granted } => {
+                // The bytes past the handshake all came in this delivery: before it, the
+                // handshake was still incomplete.
                 let mut rest = held.split_off(consumed.min(held.len()));
                 rest.extend_from_slice(tail);
                 *held = Vec::new();
+                if let Some(a) = p.arrivals.get_mut(i) {
+                    *a = Vec::new();
+                }
                 if let Some(d) = p.done.get_mut(i) {
                     *d = true;
                 }
@@ -428,15 +438,17 @@ impl HttpConn {
         }
     }
 
-    /// Ends the prelude and returns the bytes still held, per direction, with their times.
-    fn take_prelude_bytes(&mut self) -> [(Vec<u8>, Timestamp); 2] {
+    /// Ends the prelude and returns the bytes still held, per direction, with the times their
+    /// deliveries came at.
+    fn take_prelude_bytes(&mut self) -> [Held; 2] {
         match std::mem::replace(&mut self.prelude, Prelude::Off) {
             Prelude::Socks(p) => {
-                let SocksPrelude { held, ts, .. } = *p;
+                let SocksPrelude { held, arrivals, .. } = *p;
                 let [c, s] = held;
-                [(c, ts[0]), (s, ts[1])]
+                let [ca, sa] = arrivals;
+                [(c, ca), (s, sa)]
             }
-            _ => [(Vec::new(), Timestamp::ZERO), (Vec::new(), Timestamp::ZERO)],
+            _ => [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())],
         }
     }
 
@@ -448,12 +460,16 @@ impl HttpConn {
             return;
         }
         stats.socks_abandoned += 1;
-        let [(c, tc), (s, ts)] = self.take_prelude_bytes();
-        if !c.is_empty() {
-            self.feed(Direction::ToServer, &c, tc, cfg, stats);
-        }
-        if !s.is_empty() {
-            self.feed(Direction::ToClient, &s, ts, cfg, stats);
+        let [client, server] = self.take_prelude_bytes();
+        for (dir, (bytes, arrivals)) in
+            [(Direction::ToServer, client), (Direction::ToClient, server)]
+        {
+            for (k, &(from, ts)) in arrivals.iter().enumerate() {
+                let to = arrivals.get(k + 1).map_or(bytes.len(), |a| a.0);
+                if let Some(piece) = bytes.get(from..to).filter(|p| !p.is_empty()) {
+                    self.feed(dir, piece, ts, cfg, stats);
+                }
+            }
         }
     }
 
@@ -1661,6 +1677,29 @@ mod tests {
         }
         conn.finish(Timestamp::from_nanos(u64::MAX), cfg, &mut stats, &mut out);
         (out, stats)
+    }
+
+    /// Bytes held as a possible SOCKS handshake that turn out to be HTTP keep their own packet
+    /// times: the request below ends when its head's last bytes came (time 1), whether the
+    /// head came in one delivery or two. (Found by the property test below; the held bytes
+    /// used to be parsed at the time of the first one.)
+    #[test]
+    fn abandoned_socks_bytes_keep_their_arrival_times() {
+        let evs = vec![
+            Ev::Data(true, b"\x05\x01\x00".to_vec()),
+            Ev::Data(true, b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+        ];
+        let cfg = small_cfg();
+        for cut in [usize::MAX, 3, 1] {
+            let (txs, stats) = replay(&evs, cut, &cfg);
+            assert_eq!(stats.socks_abandoned, 1);
+            let req = txs[0].request.as_ref().expect("request");
+            assert_eq!(
+                (req.start, req.end),
+                (Timestamp::from_nanos(0), Timestamp::from_nanos(1)),
+                "cut {cut}"
+            );
+        }
     }
 
     proptest! {
