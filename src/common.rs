@@ -1,4 +1,5 @@
-//! Small value types shared by every pipeline stage: packet time and stream direction.
+//! Small value types shared by every pipeline stage: packet time, stream direction, and short
+//! text held inline.
 //!
 //! Invariant: time in apitap is always *network time*, taken from packet timestamps. No stage
 //! below `capture` and `cli` reads a clock; they receive a [`Timestamp`] with each event. That is
@@ -118,6 +119,93 @@ impl Direction {
             Direction::ToServer => 0,
             Direction::ToClient => 1,
         }
+    }
+}
+
+/// Longest text an [`InlineText`] holds without a heap block: a one-letter kind, `:` and 16
+/// hex digits (every pseudonym) fit, with room to spare.
+pub const INLINE_TEXT_BYTES: usize = 22;
+
+/// Short text held in place (no heap block up to [`INLINE_TEXT_BYTES`] bytes), longer text on
+/// the heap. For keys probed or copied on every transaction (pseudonyms, caller-table keys): a
+/// `String` would cost an allocation per copy and a cache miss per compare.
+///
+/// Equality, hashing and order are those of the text (so a wrapper may implement
+/// `Borrow<str>`). Invariant: inline exactly when the text fits, with the unused tail of the
+/// buffer zero, so one text has one representation and the derived equality (a compare of the
+/// slot, no UTF-8 check: tables probe keys on every transaction) is the text's.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InlineText(TextRepr);
+
+#[derive(Clone, PartialEq, Eq)]
+enum TextRepr {
+    Inline {
+        len: u8,
+        buf: [u8; INLINE_TEXT_BYTES],
+    },
+    Heap(Box<str>),
+}
+
+impl InlineText {
+    pub fn new(text: &str) -> InlineText {
+        let mut buf = [0u8; INLINE_TEXT_BYTES];
+        match (buf.get_mut(..text.len()), u8::try_from(text.len())) {
+            (Some(dst), Ok(len)) => {
+                dst.copy_from_slice(text.as_bytes());
+                InlineText(TextRepr::Inline { len, buf })
+            }
+            _ => InlineText(TextRepr::Heap(text.into())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // The bytes are a whole `&str` copied in by `new`, so they are valid UTF-8.
+            TextRepr::Inline { len, buf } => buf
+                .get(..usize::from(*len))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default(),
+            TextRepr::Heap(s) => s,
+        }
+    }
+
+    /// Whether the text is held in place (it fits).
+    pub fn is_inline(&self) -> bool {
+        matches!(self.0, TextRepr::Inline { .. })
+    }
+}
+
+impl From<InlineText> for String {
+    fn from(t: InlineText) -> String {
+        match t.0 {
+            TextRepr::Heap(s) => s.into(),
+            TextRepr::Inline { .. } => t.as_str().to_owned(),
+        }
+    }
+}
+
+/// As the text's hash.
+impl std::hash::Hash for InlineText {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for InlineText {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for InlineText {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl fmt::Display for InlineText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -13,6 +13,7 @@
 //! - 64 bits of MAC are kept: collisions stay negligible below about 2^32 distinct callers,
 //!   which is far beyond what one sensor sees.
 
+use crate::common::InlineText;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::fmt;
@@ -138,75 +139,23 @@ impl fmt::Debug for Pseudonymizer {
     }
 }
 
-/// Longest pseudonym text held inline; every pseudonym this module makes (a one-letter kind,
-/// `:` and 16 hex digits) fits.
-const INLINE_BYTES: usize = 22;
-
 /// A keyed pseudonym such as `u:3f9a0c1d2e4b5a69`. Safe to log, store and export.
 ///
 /// Identities are built for every request and their pseudonyms copied into detector state, so
-/// the text is held inline: making, cloning and dropping one does not allocate. Equality,
-/// hashing and order are those of the text.
-#[derive(Clone)]
-pub struct Pseudonym(Repr);
-
-/// Invariant: `Inline` exactly when the text is at most [`INLINE_BYTES`] long, so one text has
-/// one representation.
-#[derive(Clone)]
-enum Repr {
-    Inline { len: u8, buf: [u8; INLINE_BYTES] },
-    Heap(Box<str>),
-}
+/// the text is held inline ([`InlineText`]): making, cloning and dropping one does not
+/// allocate. Equality, hashing and order are those of the text.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pseudonym(InlineText);
 
 impl Pseudonym {
     pub fn as_str(&self) -> &str {
-        match &self.0 {
-            // The bytes are a whole `&str` copied in by `from_text`.
-            Repr::Inline { len, buf } => buf
-                .get(..usize::from(*len))
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .unwrap_or_default(),
-            Repr::Heap(s) => s,
-        }
+        self.0.as_str()
     }
 
     /// A pseudonym holding `text`. Only text made by [`Pseudonymizer::pseudonym`] (or, in tests,
     /// taken from [`Pseudonym::as_str`]) may be given: this is not a way to name anyone.
     pub(super) fn from_text(text: &str) -> Pseudonym {
-        let mut buf = [0u8; INLINE_BYTES];
-        match (buf.get_mut(..text.len()), u8::try_from(text.len())) {
-            (Some(dst), Ok(len)) => {
-                dst.copy_from_slice(text.as_bytes());
-                Pseudonym(Repr::Inline { len, buf })
-            }
-            _ => Pseudonym(Repr::Heap(text.into())),
-        }
-    }
-}
-
-impl PartialEq for Pseudonym {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Pseudonym {}
-
-impl std::hash::Hash for Pseudonym {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
-    }
-}
-
-impl PartialOrd for Pseudonym {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Pseudonym {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
+        Pseudonym(InlineText::new(text))
     }
 }
 
@@ -303,8 +252,8 @@ mod tests {
             }
         }
         let (short, long) = (p.pseudonym("u", b"x"), p.pseudonym(&"k".repeat(70), b"x"));
-        assert!(matches!(short.0, Repr::Inline { .. }));
-        assert!(matches!(long.0, Repr::Heap(_)));
+        assert!(short.0.is_inline());
+        assert!(!long.0.is_inline());
         assert_eq!(short.cmp(&long), short.as_str().cmp(long.as_str()));
     }
 
